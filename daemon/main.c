@@ -1,0 +1,277 @@
+/*
+ * varseld: the push delivery daemon.
+ *
+ *   varseld --config FILE                 run in the foreground
+ *   varseld --config FILE --check-config  validate the configuration, exit 0/1
+ *   varseld --config-keys                 print the table of config keys
+ *
+ * Lifecycle: load config and templates, create one APNs client per app and
+ * the pipeline, run the libuv loop. SIGTERM/SIGINT: stop reading, let
+ * deliveries in flight settle (shutdown_timeout_ms), close the provider
+ * clients, exit 0; nothing unsettled is acknowledged. SIGHUP: re-read the
+ * config file; reload-safe keys (log_level) and the templates take effect,
+ * any other change is refused with a log line naming the key.
+ */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "apns/client.h"
+#include "common/log.h"
+#include "common/util.h"
+#include "config/config.h"
+#include "daemon/pipeline.h"
+#include "daemon/templates.h"
+#include "http2/tls.h"
+
+struct daemon {
+    uv_loop_t *loop;
+    struct config *cfg;
+    struct templates *templates;
+    SSL_CTX *ssl_ctx;
+    struct pipeline_app *apps;
+    struct pipeline *pl;
+    uv_signal_t sigterm, sigint, sighup;
+    int clients_open;
+    bool stopping;
+    int exit_code;
+};
+
+static void usage(FILE *fp)
+{
+    fprintf(fp,
+            "usage: varseld --config FILE [--check-config]\n"
+            "       varseld --config-keys\n"
+            "\n"
+            "  -c, --config FILE    configuration file (INI; see config/varsel.ini.example)\n"
+            "      --check-config   validate the configuration and exit 0 (valid) or 1\n"
+            "      --config-keys    print every configuration key with its default\n"
+            "  -h, --help           this text\n");
+}
+
+static void close_signals(struct daemon *d)
+{
+    uv_close((uv_handle_t *)&d->sigterm, NULL);
+    uv_close((uv_handle_t *)&d->sigint, NULL);
+    uv_close((uv_handle_t *)&d->sighup, NULL);
+}
+
+static void on_client_closed(void *arg)
+{
+    struct daemon *d = arg;
+    if (--d->clients_open > 0)
+        return;
+    pipeline_free(d->pl);
+    d->pl = NULL;
+    close_signals(d);
+}
+
+static void on_pipeline_stopped(void *arg)
+{
+    struct daemon *d = arg;
+    d->clients_open = 1; /* guard while closing */
+    for (size_t i = 0; i < d->cfg->n_apps; i++) {
+        if (d->apps[i].apns) {
+            d->clients_open++;
+            apns_client_close(d->apps[i].apns, on_client_closed, d);
+            d->apps[i].apns = NULL;
+        }
+    }
+    on_client_closed(d);
+}
+
+static void on_stop_signal(uv_signal_t *s, int signum)
+{
+    struct daemon *d = s->data;
+    if (d->stopping) {
+        log_warn("daemon", "second signal %d: stopping now", signum);
+        pipeline_stop(d->pl, 0, on_pipeline_stopped, d);
+        return;
+    }
+    d->stopping = true;
+    log_info("daemon", "signal %d: draining (up to %lld ms)", signum,
+             (long long)d->cfg->daemon.shutdown_timeout_ms);
+    pipeline_stop(d->pl, (uint32_t)d->cfg->daemon.shutdown_timeout_ms,
+                  on_pipeline_stopped, d);
+}
+
+static void on_hup(uv_signal_t *s, int signum)
+{
+    struct daemon *d = s->data;
+    char err[512];
+    struct config *nc = NULL;
+    if (config_load(d->cfg->path, &nc, err, sizeof err) != 0) {
+        log_error("daemon", "reload refused: %s", err);
+        return;
+    }
+    if (config_reload_check(d->cfg, nc, err, sizeof err) != 0) {
+        log_error("daemon", "reload refused: %s", err);
+        config_free(nc);
+        return;
+    }
+    struct templates *t = NULL;
+    if (templates_load(nc->daemon.templates_dir, &t, err, sizeof err) != 0) {
+        log_error("daemon", "reload refused: templates: %s", err);
+        config_free(nc);
+        return;
+    }
+    log_set_level((enum log_level)nc->daemon.log_level);
+    pipeline_set_templates(d->pl, t);
+    templates_free(d->templates);
+    d->templates = t;
+    d->cfg->daemon.log_level = nc->daemon.log_level;
+    config_free(nc);
+    log_info("daemon", "configuration reloaded");
+}
+
+/* Validate what config_load does not: keys load, URLs parse, templates. */
+static int check_runtime(struct daemon *d, char *err, size_t errlen)
+{
+    if (templates_load(d->cfg->daemon.templates_dir, &d->templates, err, errlen) != 0)
+        return -1;
+    char e2[256];
+    const char *alpn[] = { "h2", NULL };
+    d->ssl_ctx = tls_client_ctx_new(d->cfg->tls.ca_file, alpn, NULL, NULL, e2, sizeof e2);
+    if (d->ssl_ctx == NULL) {
+        snprintf(err, errlen, "%s: [tls] ca_file: %s", d->cfg->path, e2);
+        return -1;
+    }
+    d->apps = xcalloc(d->cfg->n_apps, sizeof *d->apps);
+    for (size_t i = 0; i < d->cfg->n_apps; i++) {
+        const struct config_app *a = &d->cfg->apps[i];
+        d->apps[i].name = a->name;
+        d->apps[i].retry_max_attempts = (int)a->retry_max_attempts;
+        if (!a->apns_enabled)
+            continue;
+        struct apns_client_config ac = {
+            .app = a->name,
+            .topic = a->apns_topic,
+            .team_id = a->apns_team_id,
+            .key_id = a->apns_key_id,
+            .key_file = a->apns_key_file,
+            .url = a->apns_url,
+            .sandbox_url = a->apns_sandbox_url,
+            .max_connections = (int)a->apns_max_connections,
+            .request_timeout_ms = (uint32_t)d->cfg->delivery.request_timeout_ms,
+            .ssl_ctx = d->ssl_ctx,
+        };
+        if (apns_client_new(d->loop, &ac, &d->apps[i].apns, e2, sizeof e2) != 0) {
+            snprintf(err, errlen, "%s:%d: [app %s] %s", d->cfg->path, a->line, a->name, e2);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void free_clients_now(struct daemon *d)
+{
+    /* Only used when start-up fails: close clients and run the loop dry. */
+    int open = 0;
+    for (size_t i = 0; d->apps && i < d->cfg->n_apps; i++) {
+        if (d->apps[i].apns) {
+            open++;
+            apns_client_close(d->apps[i].apns, NULL, NULL);
+        }
+    }
+    if (open)
+        uv_run(d->loop, UV_RUN_DEFAULT);
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        { "config", required_argument, NULL, 'c' },
+        { "check-config", no_argument, NULL, 'k' },
+        { "config-keys", no_argument, NULL, 'K' },
+        { "help", no_argument, NULL, 'h' },
+        { NULL, 0, NULL, 0 },
+    };
+    const char *path = NULL;
+    bool check = false;
+    int o;
+    while ((o = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+        switch (o) {
+        case 'c': path = optarg; break;
+        case 'k': check = true; break;
+        case 'K': config_dump_keys(stdout); return 0;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (path == NULL || optind != argc) {
+        usage(stderr);
+        return 2;
+    }
+    log_set_program("varseld");
+    signal(SIGPIPE, SIG_IGN);
+
+    struct daemon d;
+    memset(&d, 0, sizeof d);
+    d.loop = uv_default_loop();
+    char err[1024];
+    if (config_load(path, &d.cfg, err, sizeof err) != 0) {
+        fprintf(stderr, "varseld: %s\n", err);
+        return 1;
+    }
+    log_set_level((enum log_level)d.cfg->daemon.log_level);
+    int rc = check_runtime(&d, err, sizeof err);
+    if (rc != 0 || check) {
+        if (rc != 0)
+            fprintf(stderr, "varseld: %s\n", err);
+        else
+            printf("%s: configuration OK (%zu app%s)\n", path, d.cfg->n_apps,
+                   d.cfg->n_apps == 1 ? "" : "s");
+        free_clients_now(&d);
+        templates_free(d.templates);
+        free(d.apps);
+        if (d.ssl_ctx)
+            SSL_CTX_free(d.ssl_ctx);
+        config_free(d.cfg);
+        uv_loop_close(d.loop);
+        return rc != 0 ? 1 : 0;
+    }
+
+    struct config_redis *r = &d.cfg->redis;
+    struct pipeline_config pc = {
+        .redis = { .name = "redis", .host = r->host, .port = r->port, .user = r->user,
+                   .password = r->password, .db = r->db },
+        .stream = r->stream,
+        .group = r->group,
+        .consumer = r->consumer,
+        .prefix = r->prefix,
+        .batch_size = (int)r->batch_size,
+        .block_ms = (int)r->block_ms,
+        .claim_idle_ms = (long)r->claim_idle_ms,
+        .status_ttl_s = (int)r->status_ttl_s,
+        .receipts_maxlen = (long)r->receipts_maxlen,
+        .dead_maxlen = (long)r->dead_maxlen,
+        .inflight_window = (size_t)d.cfg->delivery.inflight_window,
+        .apps = d.apps,
+        .n_apps = d.cfg->n_apps,
+        .templates = d.templates,
+    };
+    d.pl = pipeline_new(d.loop, &pc);
+    uv_signal_init(d.loop, &d.sigterm);
+    uv_signal_init(d.loop, &d.sigint);
+    uv_signal_init(d.loop, &d.sighup);
+    d.sigterm.data = d.sigint.data = d.sighup.data = &d;
+    uv_signal_start(&d.sigterm, on_stop_signal, SIGTERM);
+    uv_signal_start(&d.sigint, on_stop_signal, SIGINT);
+    uv_signal_start(&d.sighup, on_hup, SIGHUP);
+    log_info("daemon", "varseld started: stream %s, group %s, consumer %s, %zu app%s",
+             r->stream, r->group, r->consumer, d.cfg->n_apps, d.cfg->n_apps == 1 ? "" : "s");
+
+    uv_run(d.loop, UV_RUN_DEFAULT);
+
+    log_info("daemon", "stopped");
+    templates_free(d.templates);
+    free(d.apps);
+    SSL_CTX_free(d.ssl_ctx);
+    config_free(d.cfg);
+    if (uv_loop_close(d.loop) != 0)
+        log_warn("daemon", "event loop closed with handles still open");
+    return d.exit_code;
+}

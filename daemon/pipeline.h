@@ -1,0 +1,68 @@
+/*
+ * The delivery pipeline of one varseld process: intake from the events
+ * stream, expansion of recipients into devices, delivery through the
+ * provider clients, and settlement (receipts, status, token clean-up,
+ * acknowledgement). See docs/architecture.md.
+ */
+#ifndef VARSEL_PIPELINE_H
+#define VARSEL_PIPELINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "queue/redis.h"
+
+struct apns_client;
+struct templates;
+
+/* One configured app and its provider clients (borrowed). */
+struct pipeline_app {
+    const char *name;
+    struct apns_client *apns;    /* NULL when the app has no APNs credentials */
+    int retry_max_attempts;
+};
+
+struct pipeline_config {
+    struct redis_conn_config redis;
+    const char *stream, *group, *consumer, *prefix;
+    int batch_size;              /* entries per XREADGROUP */
+    int block_ms;
+    long claim_idle_ms;
+    int status_ttl_s;
+    long receipts_maxlen, dead_maxlen;
+    size_t inflight_window;      /* deliveries in flight at most */
+    struct pipeline_app *apps;   /* borrowed, |n_apps| of them */
+    size_t n_apps;
+    const struct templates *templates; /* borrowed; see pipeline_set_templates */
+};
+
+struct pipeline;
+
+/* Create the pipeline and start connecting to Redis. Strings in |cfg| are
+ * borrowed and must outlive the pipeline. */
+struct pipeline *pipeline_new(uv_loop_t *loop, const struct pipeline_config *cfg);
+
+/* Swap the templates after a reload (the old ones may be freed afterwards). */
+void pipeline_set_templates(struct pipeline *pl, const struct templates *t);
+
+/*
+ * Stop reading, let deliveries in flight settle for at most |timeout_ms|,
+ * then close the Redis connections. Nothing unsettled is acknowledged: its
+ * entry stays pending for this consumer (or XAUTOCLAIM). |done| fires once.
+ * Provider clients must be closed after |done| and before pipeline_free.
+ */
+void pipeline_stop(struct pipeline *pl, uint32_t timeout_ms,
+                   void (*done)(void *arg), void *arg);
+
+/* Free everything; call after the provider clients are closed. */
+void pipeline_free(struct pipeline *pl);
+
+/* Counters for logs and tests. */
+struct pipeline_stats {
+    uint64_t events, dead, deliveries, sent, invalid_token, failed, skipped, acked;
+    size_t inflight, jobs;
+};
+void pipeline_get_stats(const struct pipeline *pl, struct pipeline_stats *out);
+
+#endif

@@ -1,0 +1,86 @@
+/*
+ * One asynchronous Redis connection (hiredis 0.14 + its libuv adapter) that
+ * reconnects by itself. Host names are resolved with uv_getaddrinfo (never
+ * the blocking resolver inside redisAsyncConnect); AUTH and SELECT are sent
+ * first on every new connection.
+ *
+ * Commands sent while the connection is down fail at once (redis_conn_cmd
+ * returns -1, the callback is not called). A connection that drops calls
+ * every outstanding callback once with a NULL reply (hiredis's rule), then
+ * on_down, then reconnects with exponential backoff and calls on_ready again.
+ */
+#ifndef VARSEL_REDIS_H
+#define VARSEL_REDIS_H
+
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <uv.h>
+
+struct redis_conn;
+
+struct redis_conn_config {
+    const char *name;      /* for logs: "read", "cmd" */
+    const char *host;      /* name, IPv4 or IPv6 literal */
+    int port;
+    const char *user;      /* NULL for the default user */
+    const char *password;  /* NULL for none */
+    int db;
+};
+
+/* Called when the connection is ready for commands, and when it went down. */
+typedef void (*redis_conn_event_cb)(struct redis_conn *c, void *user);
+
+/*
+ * Create a connection object and start connecting. Copies |cfg|. Never
+ * fails (it keeps trying until redis_conn_close).
+ */
+struct redis_conn *redis_conn_new(uv_loop_t *loop, const struct redis_conn_config *cfg,
+                                  redis_conn_event_cb on_ready,
+                                  redis_conn_event_cb on_down, void *user);
+
+/* true between on_ready and on_down. */
+bool redis_conn_ready(const struct redis_conn *c);
+
+/*
+ * Send a command. |fn| gets the reply (borrowed: valid only during the
+ * call), or NULL when the connection dropped before it came. Returns 0, or
+ * -1 when the connection is not ready (|fn| is then never called).
+ */
+int redis_conn_cmd_argv(struct redis_conn *c, redisCallbackFn *fn, void *priv,
+                        int argc, const char **argv, const size_t *argvlen);
+int redis_conn_cmd(struct redis_conn *c, redisCallbackFn *fn, void *priv,
+                   const char *fmt, ...);
+
+/* Replies sent but not yet answered on this connection. */
+size_t redis_conn_pending(const struct redis_conn *c);
+
+/*
+ * Drop the current connection (outstanding callbacks get NULL) and
+ * reconnect after the backoff; used when a reply is overdue.
+ */
+void redis_conn_reset(struct redis_conn *c, const char *why);
+
+/* Disconnect for good: outstanding callbacks get NULL; frees |c| once libuv
+ * has closed its handles. No callbacks of redis_conn_new fire afterwards. */
+void redis_conn_close(struct redis_conn *c);
+
+/*
+ * Lua scripts run with EVALSHA. Every script registered here is loaded with
+ * SCRIPT LOAD at the start of each new connection, before any other command
+ * (so a Redis restart or failover, which empties the script cache, is
+ * covered). |s| must outlive the connection.
+ */
+struct redis_script {
+    const char *text;
+    char sha[41];
+};
+void redis_script_init(struct redis_script *s, const char *text);
+void redis_conn_add_script(struct redis_conn *c, const struct redis_script *s);
+/* |argv| holds the KEYS then the ARGV of the script; |numkeys| of them are keys. */
+int redis_conn_eval(struct redis_conn *c, const struct redis_script *s,
+                    redisCallbackFn *fn, void *priv, int numkeys, int argc,
+                    const char **argv, const size_t *argvlen);
+
+#endif
