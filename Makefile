@@ -39,6 +39,7 @@ PROGS += $(BUILD)/varselctl
 endif
 
 .PHONY: all clean test check unit integration fuzz
+.SECONDARY:
 all: $(PROGS) $(UNIT_BIN)
 
 $(BUILD)/libvarsel.a: $(LIB_OBJ)

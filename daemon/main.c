@@ -25,6 +25,7 @@
 #include "config/config.h"
 #include "daemon/pipeline.h"
 #include "daemon/templates.h"
+#include "fcm/client.h"
 #include "http2/tls.h"
 
 struct daemon {
@@ -78,6 +79,11 @@ static void on_pipeline_stopped(void *arg)
             d->clients_open++;
             apns_client_close(d->apps[i].apns, on_client_closed, d);
             d->apps[i].apns = NULL;
+        }
+        if (d->apps[i].fcm) {
+            d->clients_open++;
+            fcm_client_close(d->apps[i].fcm, on_client_closed, d);
+            d->apps[i].fcm = NULL;
         }
     }
     on_client_closed(d);
@@ -144,6 +150,22 @@ static int check_runtime(struct daemon *d, char *err, size_t errlen)
         const struct config_app *a = &d->cfg->apps[i];
         d->apps[i].name = a->name;
         d->apps[i].retry_max_attempts = (int)a->retry_max_attempts;
+        if (a->fcm_enabled) {
+            struct fcm_client_config fc = {
+                .app = a->name,
+                .service_account_file = a->fcm_service_account_file,
+                .project_id = a->fcm_project_id,
+                .fcm_url = a->fcm_url,
+                .token_url = a->fcm_token_url,
+                .max_connections = (int)a->fcm_max_connections,
+                .request_timeout_ms = (uint32_t)d->cfg->delivery.request_timeout_ms,
+                .ssl_ctx = d->ssl_ctx,
+            };
+            if (fcm_client_new(d->loop, &fc, &d->apps[i].fcm, e2, sizeof e2) != 0) {
+                snprintf(err, errlen, "%s:%d: [app %s] %s", d->cfg->path, a->line, a->name, e2);
+                return -1;
+            }
+        }
         if (!a->apns_enabled)
             continue;
         struct apns_client_config ac = {
@@ -174,6 +196,10 @@ static void free_clients_now(struct daemon *d)
         if (d->apps[i].apns) {
             open++;
             apns_client_close(d->apps[i].apns, NULL, NULL);
+        }
+        if (d->apps[i].fcm) {
+            open++;
+            fcm_client_close(d->apps[i].fcm, NULL, NULL);
         }
     }
     if (open)

@@ -35,6 +35,8 @@
 #include "common/push.h"
 #include "common/util.h"
 #include "daemon/templates.h"
+#include "fcm/client.h"
+#include "fcm/message.h"
 #include "queue/event.h"
 #include "queue/receipts.h"
 #include "queue/registry.h"
@@ -418,45 +420,36 @@ static void settle_now(struct delivery *d, const char *status, int http_status,
     settle_write(d);
 }
 
-static void delivery_start(struct job *j, struct delivery *d)
+/* The thread a notification groups under on the phone. */
+static void thread_of(const struct event *ev, char *out, size_t outlen)
 {
-    struct pipeline *pl = j->pl;
-    const struct event *ev = j->ev;
-    char tk[24];
-    if (d->app == NULL) {
-        settle_now(d, "failed", 0, "unknown app");
-        return;
-    }
-    if (strcmp(d->dev.platform, "ios") != 0) {
-        settle_now(d, "failed", 0, "no provider configured for this platform");
-        return;
-    }
-    if (d->app->apns == NULL) {
-        settle_now(d, "failed", 0, "app has no APNs credentials");
-        return;
-    }
-    char *title = NULL, *body = NULL;
-    const char *locale = templates_resolve_locale(d->dev.locale, NULL);
-    if (templates_render(pl->cfg.templates, ev, locale, &title, &body) != 0) {
-        settle_now(d, "failed", 0, "template rendering failed");
-        return;
-    }
-    int badge = -1;
-    for (size_t i = 0; i < ev->n_recipients; i++)
-        if (strcmp(ev->recipients[i].user, d->user) == 0)
-            badge = ev->recipients[i].badge;
-    char thread[160];
     const char *student = event_field(ev, "student");
     if (ev->thread)
-        snprintf(thread, sizeof thread, "%s", ev->thread);
+        snprintf(out, outlen, "%s", ev->thread);
     else if (student)
-        snprintf(thread, sizeof thread, "student-%s", student);
+        snprintf(out, outlen, "student-%s", student);
     else
-        snprintf(thread, sizeof thread, "%s", event_type_name(ev->type));
+        snprintf(out, outlen, "%s", event_type_name(ev->type));
+}
+
+static int badge_of(const struct event *ev, const char *user)
+{
+    for (size_t i = 0; i < ev->n_recipients; i++)
+        if (strcmp(ev->recipients[i].user, user) == 0)
+            return ev->recipients[i].badge;
+    return -1;
+}
+
+static int start_apns(struct job *j, struct delivery *d, const char *title,
+                      const char *body)
+{
+    const struct event *ev = j->ev;
+    char thread[160];
+    thread_of(ev, thread, sizeof thread);
     struct apns_notification n = {
         .title = title,
         .body = body,
-        .badge = badge,
+        .badge = badge_of(ev, d->user),
         .thread_id = thread,
         .interruption_level = ev->type == EVENT_ABSENCE_ALERT ? "time-sensitive" : NULL,
         .sound = "default",
@@ -466,12 +459,9 @@ static void delivery_start(struct job *j, struct delivery *d)
     };
     char payload[PAYLOAD_MAX + 1];
     size_t plen = 0;
-    int rc = apns_payload_build(&n, PAYLOAD_MAX, payload, sizeof payload, &plen);
-    free(title);
-    free(body);
-    if (rc != 0) {
+    if (apns_payload_build(&n, PAYLOAD_MAX, payload, sizeof payload, &plen) != 0) {
         settle_now(d, "failed", 0, "payload does not fit 4096 bytes");
-        return;
+        return -1;
     }
     char cid[65];
     collapse_id(ev, cid);
@@ -487,15 +477,86 @@ static void delivery_start(struct job *j, struct delivery *d)
         .payload = payload,
         .payload_len = plen,
     };
-    log_debug("deliver", "%s/%s -> %s/%s %s token %s", ev->tenant, ev->id, d->user,
-              d->dev.device, req.sandbox ? "apns-sandbox" : "apns",
-              log_token(d->dev.token, tk, sizeof tk));
     if (apns_client_send(d->app->apns, &req, on_push_done, d) != 0) {
         settle_now(d, "failed", 0, "provider client closing");
+        return -1;
+    }
+    return 0;
+}
+
+static int start_fcm(struct job *j, struct delivery *d, const char *title,
+                     const char *body)
+{
+    const struct event *ev = j->ev;
+    char thread[160];
+    thread_of(ev, thread, sizeof thread);
+    int64_t ttl = ev->ttl_s >= 0 ? ev->ttl_s : default_ttl_s(ev->type);
+    /* What is left of the notification's useful life after its publish time. */
+    int64_t left = ttl - (now_ms() - j->entry.ms) / 1000;
+    if (left < 0)
+        left = 0;
+    bool high = ev->priority == EVENT_PRIORITY_HIGH ||
+                (ev->priority == EVENT_PRIORITY_DEFAULT &&
+                 (ev->type == EVENT_ABSENCE_ALERT || ev->type == EVENT_MESSAGE_NEW));
+    struct fcm_notification n = {
+        .token = d->dev.token,
+        .title = title,
+        .body = body,
+        .event_id = ev->id,
+        .event_type = event_type_name(ev->type),
+        .tenant = ev->tenant,
+        .thread = thread,
+        .high_priority = high,
+        .ttl_s = left,
+        /* A newer message in the thread (or a replay) replaces the one shown;
+         * for every other type a replay replaces instead of stacking. */
+        .collapse_key = ev->type == EVENT_MESSAGE_NEW && ev->thread ? ev->thread : ev->id,
+        .channel_id = fcm_message_channel(event_type_name(ev->type)),
+    };
+    char msg[PAYLOAD_MAX + 1024];
+    size_t mlen = 0;
+    if (fcm_message_build(&n, PAYLOAD_MAX, msg, sizeof msg, &mlen) != 0) {
+        settle_now(d, "failed", 0, "message does not fit 4096 bytes");
+        return -1;
+    }
+    if (fcm_client_send(d->app->fcm, msg, mlen, on_push_done, d) != 0) {
+        settle_now(d, "failed", 0, "provider client closing");
+        return -1;
+    }
+    return 0;
+}
+
+static void delivery_start(struct job *j, struct delivery *d)
+{
+    struct pipeline *pl = j->pl;
+    const struct event *ev = j->ev;
+    char tk[24];
+    if (d->app == NULL) {
+        settle_now(d, "failed", 0, "unknown app");
         return;
     }
-    j->refs++;
-    pl->inflight++;
+    bool ios = strcmp(d->dev.platform, "ios") == 0;
+    bool android = strcmp(d->dev.platform, "android") == 0;
+    if ((ios && d->app->apns == NULL) || (android && d->app->fcm == NULL) ||
+        (!ios && !android)) {
+        settle_now(d, "failed", 0, "app has no credentials for this platform");
+        return;
+    }
+    char *title = NULL, *body = NULL;
+    const char *locale = templates_resolve_locale(d->dev.locale, NULL);
+    if (templates_render(pl->cfg.templates, ev, locale, &title, &body) != 0) {
+        settle_now(d, "failed", 0, "template rendering failed");
+        return;
+    }
+    log_debug("deliver", "%s/%s -> %s/%s %s token %s", ev->tenant, ev->id, d->user,
+              d->dev.device, d->dev.platform, log_token(d->dev.token, tk, sizeof tk));
+    int rc = ios ? start_apns(j, d, title, body) : start_fcm(j, d, title, body);
+    free(title);
+    free(body);
+    if (rc == 0) {
+        j->refs++;
+        pl->inflight++;
+    }
 }
 
 static void job_send_all(struct job *j)

@@ -14,12 +14,14 @@
 #include "queue/redis.h"
 
 struct apns_client;
+struct fcm_client;
 struct templates;
 
 /* One configured app and its provider clients (borrowed). */
 struct pipeline_app {
     const char *name;
     struct apns_client *apns;    /* NULL when the app has no APNs credentials */
+    struct fcm_client *fcm;      /* NULL when the app has no FCM service account */
     int retry_max_attempts;
 };
 

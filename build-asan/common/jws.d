@@ -1,0 +1,3 @@
+build-asan/common/jws.o: common/jws.c common/jws.h common/util.h
+common/jws.h:
+common/util.h:

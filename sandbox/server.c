@@ -1,0 +1,865 @@
+/*
+ * varsel-sandbox HTTP/2 server.
+ *
+ * Architecture. Layers, each knowing only the one below:
+ *
+ *   uv_tcp listener --accept--> tls_conn (http2/tls.c, memory BIOs)
+ *       --plaintext--> nghttp2 server session (mem_recv / mem_send)
+ *       --complete request--> struct sbx_service (sandbox/apns_service.c ...)
+ *
+ * One struct sbx_conn per accepted socket embeds a uv_timer_t for delayed
+ * answers and owns the nghttp2 session and a list of open streams. A stream
+ * collects headers and body until END_STREAM, then the service fills a
+ * struct sbx_response which the stream keeps (copied) until it is submitted:
+ * at once, after delay_ms (the connection timer scans due streams), never
+ * (hang), or replaced by RST_STREAM / a TCP reset. Every response tag gets
+ * exactly one finish() call: at submission (answered) or when the stream or
+ * connection dies first.
+ *
+ * Lifetime. tls_conn's on_close is the single teardown point: streams are
+ * finished and freed, the nghttp2 session deleted, the service told, and the
+ * struct freed in the timer's close callback. nghttp2_session_del() does not
+ * call stream-close callbacks, so the stream list is ours to free.
+ *
+ * Stream limits are nghttp2's: it refuses streams over a pending (not yet
+ * acknowledged) MAX_CONCURRENT_STREAMS with RST_STREAM REFUSED_STREAM and
+ * answers streams over an acknowledged limit with GOAWAY PROTOCOL_ERROR.
+ */
+#include "sandbox/server.h"
+
+#include "common/log.h"
+#include "common/util.h"
+#include "http2/tls.h"
+
+#include <nghttp2/nghttp2.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define BODY_CAP (64 * 1024)    /* request bytes stored; the rest only counted */
+#define OUT_CHUNK (32 * 1024)   /* coalesce nghttp2 output into TLS writes */
+#define SUMMARY_CONNS 10000     /* per-connection rows kept for the summary */
+
+struct listener {
+    uv_tcp_t tcp;
+    struct sbx_server *srv;
+    const struct sbx_service *svc;
+    char name[32];
+    int port;
+    struct listener *next;
+};
+
+struct stream {
+    struct sbx_conn *conn;
+    int32_t id;
+    struct stream *prev, *next;     /* conn->streams */
+    /* request */
+    char *method, *path, *scheme, *authority;
+    struct sbx_header *hdrs;
+    size_t nhdrs, caphdrs;
+    size_t header_bytes;
+    bool headers_too_large;
+    uint8_t *body;
+    size_t body_len, body_total;
+    bool dispatched;
+    /* response */
+    enum sbx_action action;
+    bool prepared;                  /* the service answered; waiting or sent */
+    bool submitted;
+    uint64_t due_mono;              /* submit at this mono_ms */
+    int status;
+    nghttp2_nv *nva;                /* strings owned (copied) */
+    size_t nnv;
+    char *resp_body;
+    size_t resp_len, resp_off;
+    void *tag;
+    bool tag_pending;               /* finish() not yet called */
+};
+
+struct conn_row {
+    uint64_t id;
+    const char *listener;
+    uint64_t requests;
+    uint32_t max_active;
+};
+
+struct sbx_conn {
+    struct sbx_server *srv;
+    struct listener *lst;
+    struct tls_conn *tls;           /* NULL once on_close ran */
+    nghttp2_session *h2;
+    uv_timer_t timer;               /* delayed answers */
+    void *state;                    /* the service's */
+    bool service_open;
+    bool closing;                   /* no more I/O; teardown pending */
+    uint64_t id;
+    struct stream *streams;
+    struct sbx_conn *prev, *next;   /* srv->conns */
+    uint32_t max_streams;           /* advertised */
+    uint32_t active, max_active;
+    uint64_t requests;
+};
+
+struct sbx_server {
+    uv_loop_t *loop;
+    SSL_CTX *ssl_ctx;
+    struct listener *listeners;
+    struct sbx_conn *conns;
+    uint64_t next_conn_id;
+    unsigned live_handles;          /* listeners + connections not yet freed */
+    bool shutting_down;
+    void (*done)(void *);
+    void *done_arg;
+    struct sbx_server_stats stats;
+    struct conn_row *rows;
+    size_t nrows;
+};
+
+static void conn_flush(struct sbx_conn *c);
+static void conn_schedule(struct sbx_conn *c);
+
+/* ---- streams ------------------------------------------------------------ */
+
+static struct stream *stream_new(struct sbx_conn *c, int32_t id)
+{
+    struct stream *s = xcalloc(1, sizeof *s);
+    s->conn = c;
+    s->id = id;
+    s->next = c->streams;
+    if (c->streams)
+        c->streams->prev = s;
+    c->streams = s;
+    return s;
+}
+
+static void stream_finish(struct stream *s, bool answered)
+{
+    if (!s->tag_pending)
+        return;
+    s->tag_pending = false;
+    struct sbx_conn *c = s->conn;
+    const struct sbx_service *svc = c->lst->svc;
+    if (svc->finish)
+        svc->finish(svc->ctx, c, c->state, s->tag, answered);
+}
+
+/* Unlink and free |s| (finishing its tag unanswered if still pending). */
+static void stream_free(struct stream *s)
+{
+    struct sbx_conn *c = s->conn;
+    stream_finish(s, false);
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        c->streams = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    free(s->method);
+    free(s->path);
+    free(s->scheme);
+    free(s->authority);
+    for (size_t i = 0; i < s->nhdrs; i++) {
+        free(s->hdrs[i].name);
+        free(s->hdrs[i].value);
+    }
+    free(s->hdrs);
+    free(s->body);
+    for (size_t i = 0; i < s->nnv; i++) {
+        free(s->nva[i].name);
+        free(s->nva[i].value);
+    }
+    free(s->nva);
+    free(s->resp_body);
+    free(s);
+}
+
+static ssize_t read_resp_body(nghttp2_session *session, int32_t stream_id, uint8_t *buf,
+                              size_t length, uint32_t *data_flags,
+                              nghttp2_data_source *source, void *user_data)
+{
+    struct stream *s = source->ptr;
+    size_t n = s->resp_len - s->resp_off;
+    if (n > length)
+        n = length;
+    memcpy(buf, s->resp_body + s->resp_off, n);
+    s->resp_off += n;
+    if (s->resp_off == s->resp_len)
+        *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+    return (ssize_t)n;
+}
+
+/* Hand the prepared answer to nghttp2. */
+static void stream_submit(struct stream *s)
+{
+    struct sbx_conn *c = s->conn;
+    struct sbx_server *srv = c->srv;
+    s->submitted = true;
+    if (s->action == SBX_ACT_RST_STREAM) {
+        nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_INTERNAL_ERROR);
+        srv->stats.rst_streams++;
+        stream_finish(s, false);
+        return;
+    }
+    nghttp2_data_provider prd = { .source.ptr = s, .read_callback = read_resp_body };
+    int rv = nghttp2_submit_response(c->h2, s->id, s->nva, s->nnv,
+                                     s->resp_len > 0 ? &prd : NULL);
+    if (rv != 0) {
+        log_debug("server", "conn %llu stream %d: cannot answer: %s",
+                  (unsigned long long)c->id, s->id, nghttp2_strerror(rv));
+        stream_finish(s, false);
+        return;
+    }
+    srv->stats.responses++;
+    stream_finish(s, true);
+}
+
+/* Copy the service's response into |s|. */
+static void stream_prepare(struct stream *s, const struct sbx_response *r)
+{
+    s->prepared = true;
+    s->action = r->action;
+    s->status = r->status;
+    s->tag = r->tag;
+    s->tag_pending = r->tag != NULL;
+    if (r->action != SBX_ACT_REPLY)
+        return;
+    size_t nh = r->nheaders > SBX_RESP_MAX_HEADERS ? SBX_RESP_MAX_HEADERS : r->nheaders;
+    s->nva = xcalloc(nh + 1, sizeof *s->nva);
+    char st[8];
+    snprintf(st, sizeof st, "%d", r->status);
+    const char *names[SBX_RESP_MAX_HEADERS + 1], *values[SBX_RESP_MAX_HEADERS + 1];
+    names[0] = ":status";
+    values[0] = st;
+    for (size_t i = 0; i < nh; i++) {
+        names[i + 1] = r->headers[i].name;
+        values[i + 1] = r->headers[i].value;
+    }
+    for (size_t i = 0; i < nh + 1; i++) {
+        nghttp2_nv *nv = &s->nva[s->nnv++];
+        nv->namelen = strlen(names[i]);
+        nv->valuelen = strlen(values[i]);
+        nv->name = (uint8_t *)xstrndup(names[i], nv->namelen);
+        nv->value = (uint8_t *)xstrndup(values[i], nv->valuelen);
+        nv->flags = NGHTTP2_NV_FLAG_NONE;
+    }
+    if (r->body && r->body_len > 0) {
+        s->resp_body = xmalloc(r->body_len);
+        memcpy(s->resp_body, r->body, r->body_len);
+        s->resp_len = r->body_len;
+    }
+}
+
+/* END_STREAM seen: give the request to the service and act on its answer. */
+static void stream_dispatch(struct stream *s)
+{
+    struct sbx_conn *c = s->conn;
+    struct sbx_server *srv = c->srv;
+    const struct sbx_service *svc = c->lst->svc;
+    if (s->dispatched)
+        return;
+    s->dispatched = true;
+    c->requests++;
+    srv->stats.requests++;
+
+    struct sbx_request req = {
+        .method = s->method, .path = s->path, .scheme = s->scheme,
+        .authority = s->authority, .headers = s->hdrs, .nheaders = s->nhdrs,
+        .body = s->body, .body_len = s->body_len, .body_total = s->body_total,
+        .headers_too_large = s->headers_too_large,
+        .conn_id = c->id, .stream_id = s->id,
+    };
+    struct sbx_response resp;
+    memset(&resp, 0, sizeof resp);
+    svc->request(svc->ctx, c, c->state, &req, &resp);
+    stream_prepare(s, &resp);
+
+    switch (resp.action) {
+    case SBX_ACT_HANG:
+        srv->stats.hangs++;
+        return;
+    case SBX_ACT_TCP_RESET:
+        srv->stats.tcp_resets++;
+        log_info(svc->name, "conn %llu stream %d: resetting the TCP connection (fault)",
+                 (unsigned long long)c->id, s->id);
+        if (c->tls && !c->closing) {
+            c->closing = true;
+            tls_conn_reset(c->tls);
+        }
+        return;
+    case SBX_ACT_REPLY:
+    case SBX_ACT_RST_STREAM:
+        break;
+    }
+    if (resp.delay_ms > 0) {
+        s->due_mono = mono_ms() + resp.delay_ms;
+        conn_schedule(c);
+    } else {
+        stream_submit(s);
+    }
+}
+
+/* ---- nghttp2 callbacks -------------------------------------------------- */
+
+static struct stream *get_stream(nghttp2_session *h2, int32_t id)
+{
+    return nghttp2_session_get_stream_user_data(h2, id);
+}
+
+static int on_begin_headers(nghttp2_session *h2, const nghttp2_frame *frame, void *user)
+{
+    struct sbx_conn *c = user;
+    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+        return 0;
+    struct stream *s = stream_new(c, frame->hd.stream_id);
+    nghttp2_session_set_stream_user_data(h2, frame->hd.stream_id, s);
+    c->active++;
+    if (c->active > c->max_active)
+        c->max_active = c->active;
+    if (c->active > c->srv->stats.max_streams_seen)
+        c->srv->stats.max_streams_seen = c->active;
+    return 0;
+}
+
+static void set_pseudo(char **field, const uint8_t *v, size_t len)
+{
+    if (*field == NULL)
+        *field = xstrndup((const char *)v, len);
+}
+
+static int on_header(nghttp2_session *h2, const nghttp2_frame *frame, const uint8_t *name,
+                     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
+                     void *user)
+{
+    struct sbx_conn *c = user;
+    struct stream *s = get_stream(h2, frame->hd.stream_id);
+    if (s == NULL || s->dispatched)
+        return 0;
+    s->header_bytes += namelen + valuelen + 32;
+    if (s->header_bytes > c->lst->svc->max_header_list && c->lst->svc->max_header_list) {
+        s->headers_too_large = true;
+        return 0;
+    }
+    if (namelen > 0 && name[0] == ':') {
+        if (namelen == 7 && memcmp(name, ":method", 7) == 0)
+            set_pseudo(&s->method, value, valuelen);
+        else if (namelen == 5 && memcmp(name, ":path", 5) == 0)
+            set_pseudo(&s->path, value, valuelen);
+        else if (namelen == 7 && memcmp(name, ":scheme", 7) == 0)
+            set_pseudo(&s->scheme, value, valuelen);
+        else if (namelen == 10 && memcmp(name, ":authority", 10) == 0)
+            set_pseudo(&s->authority, value, valuelen);
+        return 0;
+    }
+    if (s->nhdrs == s->caphdrs) {
+        s->caphdrs = s->caphdrs ? s->caphdrs * 2 : 16;
+        s->hdrs = xrealloc(s->hdrs, s->caphdrs * sizeof *s->hdrs);
+    }
+    struct sbx_header *h = &s->hdrs[s->nhdrs++];
+    h->name = xstrndup((const char *)name, namelen);
+    h->namelen = namelen;
+    h->value = xstrndup((const char *)value, valuelen);
+    h->valuelen = valuelen;
+    return 0;
+}
+
+static int on_data_chunk(nghttp2_session *h2, uint8_t flags, int32_t stream_id,
+                         const uint8_t *data, size_t len, void *user)
+{
+    struct stream *s = get_stream(h2, stream_id);
+    if (s == NULL || s->dispatched)
+        return 0;
+    s->body_total += len;
+    if (s->body_len < BODY_CAP) {
+        size_t n = BODY_CAP - s->body_len < len ? BODY_CAP - s->body_len : len;
+        if (s->body == NULL)
+            s->body = xmalloc(BODY_CAP);
+        memcpy(s->body + s->body_len, data, n);
+        s->body_len += n;
+    }
+    return 0;
+}
+
+static int on_frame_recv(nghttp2_session *h2, const nghttp2_frame *frame, void *user)
+{
+    if ((frame->hd.type == NGHTTP2_HEADERS || frame->hd.type == NGHTTP2_DATA) &&
+        (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
+        struct stream *s = get_stream(h2, frame->hd.stream_id);
+        if (s)
+            stream_dispatch(s);
+    }
+    return 0;
+}
+
+static int on_stream_close(nghttp2_session *h2, int32_t stream_id, uint32_t error_code,
+                           void *user)
+{
+    struct sbx_conn *c = user;
+    struct stream *s = get_stream(h2, stream_id);
+    if (s == NULL)
+        return 0;
+    if (!s->submitted) {
+        c->srv->stats.refused_streams++;
+        log_debug(c->lst->svc->name, "conn %llu stream %d closed unanswered (%s)",
+                  (unsigned long long)c->id, stream_id, nghttp2_http2_strerror(error_code));
+    }
+    if (c->active > 0)
+        c->active--;
+    nghttp2_session_set_stream_user_data(h2, stream_id, NULL);
+    stream_free(s);
+    return 0;
+}
+
+static int on_frame_send(nghttp2_session *h2, const nghttp2_frame *frame, void *user)
+{
+    struct sbx_conn *c = user;
+    if (frame->hd.type == NGHTTP2_GOAWAY) {
+        log_info(c->lst->svc->name, "conn %llu: sent GOAWAY last_stream_id=%d error=%s%s%.*s",
+                 (unsigned long long)c->id, frame->goaway.last_stream_id,
+                 nghttp2_http2_strerror(frame->goaway.error_code),
+                 frame->goaway.opaque_data_len ? " " : "",
+                 (int)(frame->goaway.opaque_data_len > 200 ? 200 : frame->goaway.opaque_data_len),
+                 (const char *)frame->goaway.opaque_data);
+    } else if (frame->hd.type == NGHTTP2_RST_STREAM &&
+               frame->rst_stream.error_code == NGHTTP2_REFUSED_STREAM) {
+        log_info(c->lst->svc->name, "conn %llu stream %d: REFUSED_STREAM (over the advertised "
+                 "MAX_CONCURRENT_STREAMS)", (unsigned long long)c->id, frame->hd.stream_id);
+    }
+    return 0;
+}
+
+static nghttp2_session_callbacks *make_callbacks(void)
+{
+    nghttp2_session_callbacks *cbs;
+    if (nghttp2_session_callbacks_new(&cbs) != 0)
+        abort();
+    nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
+    nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
+    nghttp2_session_callbacks_set_on_frame_send_callback(cbs, on_frame_send);
+    return cbs;
+}
+
+/* ---- connection I/O ----------------------------------------------------- */
+
+/* Drain nghttp2's output into TLS; close when the session is finished. */
+static void conn_flush(struct sbx_conn *c)
+{
+    if (c->tls == NULL || c->closing || c->h2 == NULL)
+        return;
+    uint8_t out[OUT_CHUNK];
+    size_t used = 0;
+    for (;;) {
+        const uint8_t *data;
+        ssize_t n = nghttp2_session_mem_send(c->h2, &data);
+        if (n < 0) {
+            log_warn(c->lst->svc->name, "conn %llu: nghttp2 send: %s",
+                     (unsigned long long)c->id, nghttp2_strerror((int)n));
+            c->closing = true;
+            tls_conn_close(c->tls, UV_EPROTO, "nghttp2 send error");
+            return;
+        }
+        if (n == 0)
+            break;
+        if (used + (size_t)n > sizeof out && used > 0) {
+            if (tls_conn_write(c->tls, out, used) != 0)
+                return;
+            used = 0;
+        }
+        if ((size_t)n > sizeof out) {
+            if (tls_conn_write(c->tls, data, (size_t)n) != 0)
+                return;
+        } else {
+            memcpy(out + used, data, (size_t)n);
+            used += (size_t)n;
+        }
+    }
+    if (used > 0 && tls_conn_write(c->tls, out, used) != 0)
+        return;
+    if (!nghttp2_session_want_read(c->h2) && !nghttp2_session_want_write(c->h2)) {
+        c->closing = true;
+        tls_conn_close(c->tls, 0, "HTTP/2 session finished");
+    }
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    struct sbx_conn *c = t->data;
+    if (c->closing || c->h2 == NULL)
+        return;
+    uint64_t now = mono_ms();
+    struct stream *s = c->streams;
+    while (s) {
+        struct stream *next = s->next; /* submit never frees synchronously */
+        if (s->prepared && !s->submitted && s->due_mono > 0 && s->due_mono <= now &&
+            (s->action == SBX_ACT_REPLY || s->action == SBX_ACT_RST_STREAM))
+            stream_submit(s);
+        s = next;
+    }
+    conn_schedule(c);
+    conn_flush(c);
+}
+
+/* Arm the timer for the earliest delayed answer. */
+static void conn_schedule(struct sbx_conn *c)
+{
+    uint64_t next = 0;
+    for (struct stream *s = c->streams; s; s = s->next)
+        if (s->prepared && !s->submitted && s->due_mono > 0 &&
+            (s->action == SBX_ACT_REPLY || s->action == SBX_ACT_RST_STREAM) &&
+            (next == 0 || s->due_mono < next))
+            next = s->due_mono;
+    if (next == 0) {
+        uv_timer_stop(&c->timer);
+        return;
+    }
+    uint64_t now = mono_ms();
+    uv_timer_start(&c->timer, on_timer, next > now ? next - now : 0, 0);
+}
+
+static void on_tls_data(struct tls_conn *t, const uint8_t *data, size_t len, void *user)
+{
+    struct sbx_conn *c = user;
+    if (c->closing || c->h2 == NULL)
+        return;
+    ssize_t rv = nghttp2_session_mem_recv(c->h2, data, len);
+    if (rv < 0) {
+        log_info(c->lst->svc->name, "conn %llu: HTTP/2 error: %s", (unsigned long long)c->id,
+                 nghttp2_strerror((int)rv));
+        conn_flush(c); /* a GOAWAY may be queued */
+        if (!c->closing && c->tls) {
+            c->closing = true;
+            tls_conn_close(c->tls, 0, nghttp2_strerror((int)rv));
+        }
+        return;
+    }
+    conn_flush(c);
+}
+
+static void on_tls_open(struct tls_conn *t, void *user)
+{
+    struct sbx_conn *c = user;
+    struct sbx_server *srv = c->srv;
+    const struct sbx_service *svc = c->lst->svc;
+    srv->stats.tls_handshakes++;
+
+    nghttp2_session_callbacks *cbs = make_callbacks();
+    int rv = nghttp2_session_server_new(&c->h2, cbs, c);
+    nghttp2_session_callbacks_del(cbs);
+    if (rv != 0) {
+        log_error(svc->name, "nghttp2_session_server_new: %s", nghttp2_strerror(rv));
+        c->h2 = NULL;
+        c->closing = true;
+        tls_conn_close(t, UV_ENOMEM, "nghttp2 setup failed");
+        return;
+    }
+    c->max_streams = svc->initial_max_streams;
+    nghttp2_settings_entry iv[] = {
+        { NGHTTP2_SETTINGS_HEADER_TABLE_SIZE, 4096 },
+        { NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, c->max_streams },
+        { NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 65535 },
+        { NGHTTP2_SETTINGS_MAX_FRAME_SIZE, 16384 },
+        { NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, svc->max_header_list ? svc->max_header_list : 8000 },
+    };
+    nghttp2_submit_settings(c->h2, NGHTTP2_FLAG_NONE, iv, sizeof iv / sizeof iv[0]);
+    const char *alpn = tls_conn_alpn(t);
+    log_info(svc->name, "conn %llu open on %s (ALPN %s)", (unsigned long long)c->id,
+             c->lst->name, alpn[0] ? alpn : "none");
+    c->state = svc->conn_open ? svc->conn_open(svc->ctx, c) : NULL;
+    c->service_open = true;
+    conn_flush(c);
+}
+
+static void on_conn_timer_closed(uv_handle_t *h)
+{
+    struct sbx_conn *c = h->data;
+    struct sbx_server *srv = c->srv;
+    free(c);
+    if (--srv->live_handles == 0 && srv->shutting_down && srv->done)
+        srv->done(srv->done_arg);
+}
+
+static void on_tls_close(struct tls_conn *t, int err, const char *reason, void *user)
+{
+    struct sbx_conn *c = user;
+    struct sbx_server *srv = c->srv;
+    const struct sbx_service *svc = c->lst->svc;
+    c->tls = NULL;
+    c->closing = true;
+    uv_timer_stop(&c->timer);
+    while (c->streams) {
+        if (c->streams->prepared && !c->streams->submitted)
+            srv->stats.refused_streams++;
+        stream_free(c->streams);
+    }
+    if (c->h2)
+        nghttp2_session_del(c->h2);
+    c->h2 = NULL;
+    if (c->service_open) {
+        log_info(svc->name, "conn %llu closed: %llu requests, max %u concurrent streams: %s",
+                 (unsigned long long)c->id, (unsigned long long)c->requests, c->max_active,
+                 reason ? reason : "closed");
+        if (svc->conn_close)
+            svc->conn_close(svc->ctx, c, c->state);
+    } else {
+        srv->stats.tls_failures++;
+        log_info(svc->name, "conn %llu closed before the TLS handshake completed: %s",
+                 (unsigned long long)c->id, reason ? reason : "closed");
+    }
+    if (srv->nrows < SUMMARY_CONNS) {
+        if (srv->nrows % 64 == 0)
+            srv->rows = xrealloc(srv->rows, (srv->nrows + 64) * sizeof *srv->rows);
+        srv->rows[srv->nrows++] = (struct conn_row){ c->id, c->lst->name, c->requests,
+                                                     c->max_active };
+    }
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        srv->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    uv_close((uv_handle_t *)&c->timer, on_conn_timer_closed);
+}
+
+static const struct tls_conn_callbacks tls_cbs = {
+    .on_open = on_tls_open,
+    .on_data = on_tls_data,
+    .on_close = on_tls_close,
+};
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    struct listener *l = server->data;
+    struct sbx_server *srv = l->srv;
+    if (status < 0) {
+        log_warn(l->svc->name, "accept on %s: %s", l->name, uv_strerror(status));
+        return;
+    }
+    struct sbx_conn *c = xcalloc(1, sizeof *c);
+    c->srv = srv;
+    c->lst = l;
+    c->id = ++srv->next_conn_id;
+    uv_timer_init(srv->loop, &c->timer);
+    c->timer.data = c;
+    srv->live_handles++;
+    int rv = tls_conn_accept(server, srv->ssl_ctx, &tls_cbs, c, &c->tls);
+    if (rv != 0) {
+        log_warn(l->svc->name, "accept on %s: %s", l->name, uv_strerror(rv));
+        c->closing = true;
+        uv_close((uv_handle_t *)&c->timer, on_conn_timer_closed);
+        return;
+    }
+    srv->stats.connections++;
+    c->next = srv->conns;
+    if (srv->conns)
+        srv->conns->prev = c;
+    srv->conns = c;
+}
+
+/* ---- public API --------------------------------------------------------- */
+
+struct sbx_server *sbx_server_new(uv_loop_t *loop, SSL_CTX *ssl_ctx)
+{
+    struct sbx_server *srv = xcalloc(1, sizeof *srv);
+    srv->loop = loop;
+    srv->ssl_ctx = ssl_ctx;
+    return srv;
+}
+
+/* Parse "host:port" / "[v6]:port" into |ss|. */
+static int parse_addr(const char *addr, struct sockaddr_storage *ss)
+{
+    char host[128];
+    const char *colon;
+    if (addr[0] == '[') {
+        const char *end = strchr(addr, ']');
+        if (end == NULL || end[1] != ':' || (size_t)(end - addr - 1) >= sizeof host)
+            return UV_EINVAL;
+        memcpy(host, addr + 1, (size_t)(end - addr - 1));
+        host[end - addr - 1] = '\0';
+        colon = end + 1;
+    } else {
+        colon = strrchr(addr, ':');
+        if (colon == NULL || (size_t)(colon - addr) >= sizeof host)
+            return UV_EINVAL;
+        memcpy(host, addr, (size_t)(colon - addr));
+        host[colon - addr] = '\0';
+    }
+    char *end;
+    long port = strtol(colon + 1, &end, 10);
+    if (colon[1] == '\0' || *end != '\0' || port < 0 || port > 65535)
+        return UV_EINVAL;
+    if (uv_ip4_addr(host, (int)port, (struct sockaddr_in *)ss) == 0)
+        return 0;
+    if (uv_ip6_addr(host, (int)port, (struct sockaddr_in6 *)ss) == 0)
+        return 0;
+    return UV_EINVAL;
+}
+
+static void on_listener_closed(uv_handle_t *h)
+{
+    struct listener *l = h->data;
+    struct sbx_server *srv = l->srv;
+    l->tcp.data = NULL;
+    if (--srv->live_handles == 0 && srv->shutting_down && srv->done)
+        srv->done(srv->done_arg);
+}
+
+int sbx_server_listen(struct sbx_server *srv, const char *name, const char *addr,
+                      const struct sbx_service *svc, char *err, size_t errlen)
+{
+    struct sockaddr_storage ss;
+    int rv = parse_addr(addr, &ss);
+    if (rv != 0) {
+        snprintf(err, errlen, "bad listen address \"%s\" (want HOST:PORT or [V6]:PORT)", addr);
+        return rv;
+    }
+    struct listener *l = xcalloc(1, sizeof *l);
+    l->srv = srv;
+    l->svc = svc;
+    snprintf(l->name, sizeof l->name, "%s", name);
+    uv_tcp_init(srv->loop, &l->tcp);
+    l->tcp.data = l;
+    l->next = srv->listeners;
+    srv->listeners = l;
+    srv->live_handles++;
+    if ((rv = uv_tcp_bind(&l->tcp, (struct sockaddr *)&ss, 0)) != 0 ||
+        (rv = uv_listen((uv_stream_t *)&l->tcp, 511, on_connection)) != 0) {
+        snprintf(err, errlen, "listen on %s: %s", addr, uv_strerror(rv));
+        return rv;
+    }
+    struct sockaddr_storage bound;
+    int len = sizeof bound;
+    if ((rv = uv_tcp_getsockname(&l->tcp, (struct sockaddr *)&bound, &len)) != 0) {
+        snprintf(err, errlen, "getsockname: %s", uv_strerror(rv));
+        return rv;
+    }
+    l->port = bound.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&bound)->sin6_port)
+                                          : ntohs(((struct sockaddr_in *)&bound)->sin_port);
+    log_info(svc->name, "listening on %s (%s), port %d", addr, name, l->port);
+    return l->port;
+}
+
+char *sbx_server_ports_json(const struct sbx_server *srv)
+{
+    cJSON *o = cJSON_CreateObject();
+    for (const struct listener *l = srv->listeners; l; l = l->next)
+        if (l->port > 0)
+            cJSON_AddNumberToObject(o, l->name, l->port);
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    if (s == NULL)
+        abort();
+    char *copy = xstrdup(s);
+    cJSON_free(s);
+    return copy;
+}
+
+void sbx_server_shutdown(struct sbx_server *srv, void (*done)(void *), void *arg)
+{
+    srv->shutting_down = true;
+    srv->done = done;
+    srv->done_arg = arg;
+    for (struct listener *l = srv->listeners; l; l = l->next)
+        if (!uv_is_closing((uv_handle_t *)&l->tcp))
+            uv_close((uv_handle_t *)&l->tcp, on_listener_closed);
+    for (struct sbx_conn *c = srv->conns; c; c = c->next) {
+        if (c->tls && !c->closing) {
+            c->closing = true;
+            tls_conn_close(c->tls, 0, "sandbox shutting down");
+        } else if (c->tls && c->closing) {
+            /* already closing; its on_close will come */
+        }
+    }
+    if (srv->live_handles == 0 && done)
+        done(arg);
+}
+
+void sbx_server_free(struct sbx_server *srv)
+{
+    if (srv == NULL)
+        return;
+    struct listener *l = srv->listeners;
+    while (l) {
+        struct listener *next = l->next;
+        free(l);
+        l = next;
+    }
+    free(srv->rows);
+    free(srv);
+}
+
+const struct sbx_server_stats *sbx_server_stats(const struct sbx_server *srv)
+{
+    return &srv->stats;
+}
+
+cJSON *sbx_server_summary(const struct sbx_server *srv)
+{
+    const struct sbx_server_stats *st = &srv->stats;
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "connections", (double)st->connections);
+    cJSON_AddNumberToObject(o, "tls_handshakes", (double)st->tls_handshakes);
+    cJSON_AddNumberToObject(o, "tls_failures", (double)st->tls_failures);
+    cJSON_AddNumberToObject(o, "requests", (double)st->requests);
+    cJSON_AddNumberToObject(o, "responses", (double)st->responses);
+    cJSON_AddNumberToObject(o, "rst_streams", (double)st->rst_streams);
+    cJSON_AddNumberToObject(o, "tcp_resets", (double)st->tcp_resets);
+    cJSON_AddNumberToObject(o, "hangs", (double)st->hangs);
+    cJSON_AddNumberToObject(o, "goaways", (double)st->goaways);
+    cJSON_AddNumberToObject(o, "unanswered_streams", (double)st->refused_streams);
+    cJSON_AddNumberToObject(o, "max_concurrent_streams", st->max_streams_seen);
+    cJSON *arr = cJSON_AddArrayToObject(o, "per_connection");
+    for (size_t i = 0; i < srv->nrows; i++) {
+        cJSON *r = cJSON_CreateObject();
+        cJSON_AddNumberToObject(r, "connection", (double)srv->rows[i].id);
+        cJSON_AddStringToObject(r, "listener", srv->rows[i].listener);
+        cJSON_AddNumberToObject(r, "requests", (double)srv->rows[i].requests);
+        cJSON_AddNumberToObject(r, "max_concurrent_streams", srv->rows[i].max_active);
+        cJSON_AddItemToArray(arr, r);
+    }
+    /* Connections still open (summary taken before shutdown). */
+    for (const struct sbx_conn *c = srv->conns; c; c = c->next) {
+        if (srv->nrows + 1 > SUMMARY_CONNS)
+            break;
+        cJSON *r = cJSON_CreateObject();
+        cJSON_AddNumberToObject(r, "connection", (double)c->id);
+        cJSON_AddStringToObject(r, "listener", c->lst->name);
+        cJSON_AddNumberToObject(r, "requests", (double)c->requests);
+        cJSON_AddNumberToObject(r, "max_concurrent_streams", c->max_active);
+        cJSON_AddItemToArray(arr, r);
+    }
+    return o;
+}
+
+uint64_t sbx_conn_id(const struct sbx_conn *c) { return c->id; }
+
+const char *sbx_conn_listener(const struct sbx_conn *c) { return c->lst->name; }
+
+uint32_t sbx_conn_max_streams(const struct sbx_conn *c) { return c->max_streams; }
+
+uint64_t sbx_conn_requests(const struct sbx_conn *c) { return c->requests; }
+
+void sbx_conn_set_max_streams(struct sbx_conn *c, uint32_t n)
+{
+    if (c->h2 == NULL || c->closing || n == c->max_streams)
+        return;
+    nghttp2_settings_entry iv = { NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, n };
+    if (nghttp2_submit_settings(c->h2, NGHTTP2_FLAG_NONE, &iv, 1) == 0) {
+        log_debug(c->lst->svc->name, "conn %llu: MAX_CONCURRENT_STREAMS %u -> %u",
+                  (unsigned long long)c->id, c->max_streams, n);
+        c->max_streams = n;
+    }
+}
+
+void sbx_conn_goaway(struct sbx_conn *c, int32_t last_stream_id, uint32_t error_code,
+                     const char *debug)
+{
+    if (c->h2 == NULL || c->closing)
+        return;
+    size_t dlen = debug ? strlen(debug) : 0;
+    if (nghttp2_submit_goaway(c->h2, NGHTTP2_FLAG_NONE, last_stream_id, error_code,
+                              (const uint8_t *)debug, dlen) == 0)
+        c->srv->stats.goaways++;
+}

@@ -1,0 +1,734 @@
+/*
+ * End-to-end tests of varsel-sandbox's APNs fake: the server (sandbox/
+ * server.c + apns_service.c) runs in-process on a libuv loop and the
+ * project's own HTTP/2 client (http2/client.h) talks to it over TLS on
+ * 127.0.0.1. Checks replies, the stream-limit dance, the record file, token
+ * file reloads, faults, and that a client exceeding an acknowledged stream
+ * limit gets GOAWAY PROTOCOL_ERROR (raw frames over http2/tls.h).
+ */
+#include "tests/unit/test.h"
+
+#include "common/certgen.h"
+#include "common/jws.h"
+#include "common/util.h"
+#include "http2/client.h"
+#include "http2/tls.h"
+#include "sandbox/apns_service.h"
+#include "sandbox/server.h"
+
+#include <cJSON.h>
+#include <nghttp2/nghttp2.h>
+#include <stdio.h>
+#include <sys/stat.h>
+
+#define TOKEN_A "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90"
+#define TOKEN_B "b1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90"
+#define MAXREQ 400
+
+struct result {
+    int status, error, attempts;
+    char apns_id[64], unique_id[64], body[256], retry_after[16];
+    uint64_t rtt_ms;
+};
+
+struct fx {
+    uv_loop_t loop;
+    char dir[64], record_path[128], dead_path[128];
+    SSL_CTX *sctx, *cctx;
+    struct sbx_server *srv;
+    struct sbx_apns_service prod, sbx;
+    struct sbx_faults faults;
+    struct sbx_record *rec;
+    struct sbx_tokens_file dead;
+    struct sbx_apns_key key;
+    EVP_PKEY *priv;
+    char *jwt;
+    int port_prod, port_sbx;
+    /* the current batch */
+    struct h2_pool *pool;
+    struct result res[MAXREQ];
+    int submitted, done;
+    struct h2_pool_stats pool_stats;
+};
+
+static struct fx F;
+
+static void fx_setup(void (*tune)(struct fx *))
+{
+    memset(&F, 0, sizeof F);
+    ASSERT_EQ_INT(0, uv_loop_init(&F.loop));
+    snprintf(F.dir, sizeof F.dir, "/tmp/sbx-e2e-XXXXXX");
+    ASSERT_NOT_NULL(mkdtemp(F.dir));
+    char err[256], p8[128], pub[128], cert[128], key[128], ca[128];
+    ASSERT_EQ_INT(0, certgen_ca_and_server(F.dir, err, sizeof err));
+    snprintf(p8, sizeof p8, "%s/KEY0000001.p8", F.dir);
+    snprintf(pub, sizeof pub, "%s/KEY0000001.pub.pem", F.dir);
+    ASSERT_EQ_INT(0, certgen_ec_key(p8, pub, err, sizeof err));
+    F.priv = jws_load_private_key_file(p8, err, sizeof err);
+    ASSERT_NOT_NULL(F.priv);
+    snprintf(F.key.kid, sizeof F.key.kid, "KEY0000001");
+    snprintf(F.key.team, sizeof F.key.team, "TEAM000001");
+    F.key.pub = jws_load_public_key_file(pub, err, sizeof err);
+    ASSERT_NOT_NULL(F.key.pub);
+    char claims[96];
+    snprintf(claims, sizeof claims, "{\"iss\":\"TEAM000001\",\"iat\":%lld}", (long long)now_s());
+    F.jwt = jws_compact_sign("ES256", F.priv, "{\"alg\":\"ES256\",\"kid\":\"KEY0000001\"}", claims);
+    ASSERT_NOT_NULL(F.jwt);
+
+    snprintf(cert, sizeof cert, "%s/server.pem", F.dir);
+    snprintf(key, sizeof key, "%s/server.key", F.dir);
+    snprintf(ca, sizeof ca, "%s/ca.pem", F.dir);
+    static const char *const alpn[] = { "h2", NULL };
+    F.sctx = tls_server_ctx_new(cert, key, alpn, err, sizeof err);
+    ASSERT_NOT_NULL(F.sctx);
+    F.cctx = tls_client_ctx_new(ca, alpn, NULL, NULL, err, sizeof err);
+    ASSERT_NOT_NULL(F.cctx);
+
+    snprintf(F.record_path, sizeof F.record_path, "%s/record.jsonl", F.dir);
+    F.rec = sbx_record_open(F.record_path, err, sizeof err);
+    ASSERT_NOT_NULL(F.rec);
+    snprintf(F.dead_path, sizeof F.dead_path, "%s/dead.txt", F.dir);
+    ASSERT_EQ_INT(0, sbx_tokens_file_open(&F.dead, F.dead_path, SBX_TOKENS_TIMESTAMP, err,
+                                          sizeof err));
+    sbx_faults_init(&F.faults, 99);
+    if (tune)
+        tune(&F);
+
+    struct sbx_apns_service_options opt = {
+        .faults = &F.faults, .record = F.rec, .unregistered = &F.dead,
+    };
+    opt.cfg.keys = &F.key;
+    opt.cfg.nkeys = 1;
+    sbx_apns_service_init(&F.prod, &opt, SBX_ENV_PRODUCTION);
+    sbx_apns_service_init(&F.sbx, &opt, SBX_ENV_SANDBOX);
+    F.srv = sbx_server_new(&F.loop, F.sctx);
+    F.port_prod = sbx_server_listen(F.srv, "apns", "127.0.0.1:0", &F.prod.svc, err, sizeof err);
+    F.port_sbx = sbx_server_listen(F.srv, "apns_sandbox", "127.0.0.1:0", &F.sbx.svc, err,
+                                   sizeof err);
+    ASSERT(F.port_prod > 0);
+    ASSERT(F.port_sbx > 0);
+}
+
+static void copy_header(const struct h2_response *r, const char *name, char *out, size_t len)
+{
+    out[0] = '\0';
+    for (size_t i = 0; i < r->n_headers; i++)
+        if (strcmp(r->headers[i].name, name) == 0)
+            snprintf(out, len, "%s", r->headers[i].value);
+}
+
+static void on_pool_closed(void *arg)
+{
+    uv_stop(&F.loop);
+}
+
+static void on_done(const struct h2_response *r, void *user)
+{
+    struct result *res = &F.res[(intptr_t)user];
+    res->status = r->status;
+    res->error = r->error;
+    res->attempts = r->attempts;
+    res->rtt_ms = r->rtt_ms;
+    copy_header(r, "apns-id", res->apns_id, sizeof res->apns_id);
+    copy_header(r, "apns-unique-id", res->unique_id, sizeof res->unique_id);
+    copy_header(r, "retry-after", res->retry_after, sizeof res->retry_after);
+    snprintf(res->body, sizeof res->body, "%.*s", (int)r->body_len, (const char *)r->body);
+    if (++F.done == F.submitted) {
+        h2_pool_get_stats(F.pool, &F.pool_stats);
+        h2_pool_close(F.pool, on_pool_closed, NULL);
+    }
+}
+
+static void pool_open(int port)
+{
+    char url[64];
+    snprintf(url, sizeof url, "https://127.0.0.1:%d", port);
+    struct h2_pool_config cfg = {
+        .name = "test", .url = url, .ssl_ctx = F.cctx, .max_connections = 1,
+        .initial_max_streams = 1, .request_timeout_ms = 10000, .connect_timeout_ms = 5000,
+        .max_attempts = 5,
+    };
+    F.pool = h2_pool_new(&F.loop, &cfg);
+    ASSERT_NOT_NULL(F.pool);
+    F.submitted = F.done = 0;
+    memset(F.res, 0, sizeof F.res);
+}
+
+/* Queue one push; |jwt| NULL = no authorization header. */
+static void push(const char *token, const char *topic, const char *jwt, const char *body,
+                 const char *extra_name, const char *extra_value)
+{
+    char path[160], auth[1024];
+    snprintf(path, sizeof path, "/3/device/%s", token);
+    struct h2_header h[4];
+    size_t n = 0;
+    h[n++] = (struct h2_header){ "apns-topic", topic, 0 };
+    if (jwt) {
+        snprintf(auth, sizeof auth, "bearer %s", jwt);
+        h[n++] = (struct h2_header){ "authorization", auth, H2_HDR_NO_INDEX };
+    }
+    if (extra_name)
+        h[n++] = (struct h2_header){ extra_name, extra_value, 0 };
+    ASSERT(F.submitted < MAXREQ);
+    ASSERT_EQ_INT(0, h2_pool_submit(F.pool, "POST", path, h, n, (const uint8_t *)body,
+                                    strlen(body), on_done, (void *)(intptr_t)F.submitted));
+    F.submitted++;
+}
+
+static void run_batch(void)
+{
+    uv_run(&F.loop, UV_RUN_DEFAULT);
+    ASSERT_EQ_INT(F.submitted, F.done);
+}
+
+static void on_server_closed(void *arg)
+{
+    cJSON *line = cJSON_CreateObject();
+    cJSON_AddItemToObject(line, "summary", sbx_server_summary(F.srv));
+    sbx_record_write(F.rec, line);
+    cJSON_Delete(line);
+}
+
+static void fx_teardown(void)
+{
+    sbx_server_shutdown(F.srv, on_server_closed, NULL);
+    uv_run(&F.loop, UV_RUN_DEFAULT);
+    ASSERT_EQ_INT(0, uv_loop_close(&F.loop));
+    sbx_server_free(F.srv);
+    sbx_record_close(F.rec);
+    sbx_tokens_file_close(&F.dead);
+    SSL_CTX_free(F.sctx);
+    SSL_CTX_free(F.cctx);
+    EVP_PKEY_free(F.key.pub);
+    EVP_PKEY_free(F.priv);
+    free(F.jwt);
+}
+
+/* All record lines as a cJSON array (caller frees). */
+static cJSON *read_record(void)
+{
+    FILE *f = fopen(F.record_path, "r");
+    ASSERT_NOT_NULL(f);
+    cJSON *arr = cJSON_CreateArray();
+    char line[16384];
+    while (fgets(line, sizeof line, f)) {
+        ASSERT(strchr(line, '\n') != NULL);
+        cJSON *o = cJSON_Parse(line);
+        ASSERT_NOT_NULL(o);
+        cJSON_AddItemToArray(arr, o);
+    }
+    fclose(f);
+    return arr;
+}
+
+static const char *jstr(const cJSON *o, const char *k)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static double jnum(const cJSON *o, const char *k)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsNumber(v) ? v->valuedouble : -1;
+}
+
+TEST(missing_token_then_success_and_record)
+{
+    fx_setup(NULL);
+    pool_open(F.port_prod);
+    push(TOKEN_A, "com.example.App", NULL, "{\"aps\":{\"alert\":\"x\"}}", NULL, NULL);
+    run_batch();
+    ASSERT_EQ_INT(403, F.res[0].status);
+    ASSERT_STR_EQ("{\"reason\":\"MissingProviderToken\"}", F.res[0].body);
+    ASSERT(sbx_apns_is_uuid(F.res[0].apns_id, strlen(F.res[0].apns_id)));
+
+    pool_open(F.port_prod);
+    push(TOKEN_A, "com.example.App", F.jwt, "{\"aps\":{\"alert\":\"hello\"}}", "apns-id",
+         "eabeae54-14a8-11e5-b60b-1697f925ec7b");
+    push(TOKEN_A, "com.example.App", F.jwt, "not json", "apns-collapse-id", "c1");
+    run_batch();
+    ASSERT_EQ_INT(200, F.res[0].status);
+    ASSERT_STR_EQ("eabeae54-14a8-11e5-b60b-1697f925ec7b", F.res[0].apns_id);
+    ASSERT_STR_EQ("", F.res[0].body);
+    ASSERT_STR_EQ("", F.res[0].unique_id); /* production: no apns-unique-id */
+    ASSERT_EQ_INT(200, F.res[1].status);
+    fx_teardown();
+
+    cJSON *rec = read_record();
+    ASSERT_EQ_INT(4, cJSON_GetArraySize(rec));
+    const cJSON *l0 = cJSON_GetArrayItem(rec, 0), *l1 = cJSON_GetArrayItem(rec, 1),
+                *l2 = cJSON_GetArrayItem(rec, 2), *sum = cJSON_GetArrayItem(rec, 3);
+    ASSERT_EQ_INT(403, jnum(l0, "status"));
+    ASSERT_STR_EQ("MissingProviderToken", jstr(l0, "reason"));
+    ASSERT_EQ_INT(200, jnum(l1, "status"));
+    ASSERT(cJSON_IsNull(cJSON_GetObjectItem(l1, "reason")));
+    ASSERT_STR_EQ("apns", jstr(l1, "provider"));
+    ASSERT_STR_EQ("production", jstr(l1, "env"));
+    ASSERT_STR_EQ(TOKEN_A, jstr(l1, "token"));
+    ASSERT_STR_EQ("com.example.App", jstr(l1, "topic"));
+    ASSERT_STR_EQ("KEY0000001", jstr(l1, "kid"));
+    ASSERT_STR_EQ("TEAM000001", jstr(l1, "iss"));
+    ASSERT_STR_EQ("eabeae54-14a8-11e5-b60b-1697f925ec7b", jstr(l1, "apns_id"));
+    ASSERT(jnum(l1, "at") > 1.7e12);
+    ASSERT(jnum(l1, "stream") > 0);
+    ASSERT_EQ_INT(2, jnum(l1, "connection"));
+    const cJSON *payload = cJSON_GetObjectItem(l1, "payload");
+    ASSERT(cJSON_IsObject(payload));
+    ASSERT_STR_EQ("hello", jstr(cJSON_GetObjectItem(payload, "aps"), "alert"));
+    ASSERT(cJSON_IsTrue(cJSON_GetObjectItem(l1, "payload_json")));
+    ASSERT_STR_EQ("not json", jstr(l2, "payload"));
+    ASSERT(cJSON_IsFalse(cJSON_GetObjectItem(l2, "payload_json")));
+    ASSERT_STR_EQ("c1", jstr(l2, "collapse_id"));
+    const cJSON *s = cJSON_GetObjectItem(sum, "summary");
+    ASSERT_NOT_NULL(s);
+    ASSERT_EQ_INT(2, jnum(s, "connections"));
+    ASSERT_EQ_INT(2, jnum(s, "tls_handshakes"));
+    ASSERT_EQ_INT(3, jnum(s, "requests"));
+    cJSON_Delete(rec);
+}
+
+TEST(stream_limit_opens_after_valid_token)
+{
+    fx_setup(NULL);
+    pool_open(F.port_prod);
+    for (int i = 0; i < 200; i++)
+        push(TOKEN_A, "com.example.App", F.jwt, "{\"aps\":{}}", NULL, NULL);
+    run_batch();
+    for (int i = 0; i < 200; i++)
+        ASSERT_EQ_INT(200, F.res[i].status);
+    /* One connection, and more than one stream at a time after the first. */
+    const struct sbx_server_stats *st = sbx_server_stats(F.srv);
+    ASSERT_EQ_INT(1, st->connections);
+    ASSERT(st->max_streams_seen > 1);
+    ASSERT_EQ_INT(0, F.pool_stats.refused);
+    fx_teardown();
+}
+
+TEST(rejection_drops_limit_to_one)
+{
+    fx_setup(NULL);
+    pool_open(F.port_prod);
+    push(TOKEN_A, "com.example.App", F.jwt, "{}", NULL, NULL);
+    run_batch();
+    ASSERT_EQ_INT(200, F.res[0].status);
+    /* Find the connection's advertised limit through a second batch on a
+     * new pool: success → 1000, then a bad push → 1, then success → 1000. */
+    pool_open(F.port_prod);
+    push(TOKEN_A, "com.example.App", F.jwt, "{}", NULL, NULL);
+    push("zz", "com.example.App", F.jwt, "{}", NULL, NULL);
+    push(TOKEN_A, "com.example.App", F.jwt, "{}", NULL, NULL);
+    run_batch();
+    ASSERT_EQ_INT(200, F.res[0].status);
+    ASSERT_EQ_INT(400, F.res[1].status);
+    ASSERT_STR_EQ("{\"reason\":\"BadDeviceToken\"}", F.res[1].body);
+    ASSERT_EQ_INT(200, F.res[2].status);
+    fx_teardown();
+}
+
+TEST(sandbox_listener_adds_unique_id)
+{
+    fx_setup(NULL);
+    pool_open(F.port_sbx);
+    push(TOKEN_A, "com.example.App", F.jwt, "{}", NULL, NULL);
+    push(TOKEN_A, "", F.jwt, "{}", NULL, NULL);
+    run_batch();
+    ASSERT_EQ_INT(200, F.res[0].status);
+    ASSERT(sbx_apns_is_uuid(F.res[0].unique_id, strlen(F.res[0].unique_id)));
+    ASSERT_EQ_INT(400, F.res[1].status);
+    ASSERT_STR_EQ("", F.res[1].unique_id);
+    ASSERT_STR_EQ("{\"reason\":\"MissingTopic\"}", F.res[1].body);
+    fx_teardown();
+    cJSON *rec = read_record();
+    ASSERT_STR_EQ("sandbox", jstr(cJSON_GetArrayItem(rec, 0), "env"));
+    ASSERT_STR_EQ(F.res[0].unique_id, jstr(cJSON_GetArrayItem(rec, 0), "apns_unique_id"));
+    cJSON_Delete(rec);
+}
+
+TEST(unregistered_file_reload_mid_run)
+{
+    fx_setup(NULL);
+    pool_open(F.port_prod);
+    push(TOKEN_B, "com.example.App", F.jwt, "{}", NULL, NULL);
+    run_batch();
+    ASSERT_EQ_INT(200, F.res[0].status);
+    FILE *f = fopen(F.dead_path, "w");
+    ASSERT_NOT_NULL(f);
+    fprintf(f, "%s 1700000000123\n", TOKEN_B);
+    fclose(f);
+    sbx_tokens_file_refresh(&F.dead, true); /* what SIGHUP does */
+    pool_open(F.port_prod);
+    push(TOKEN_B, "com.example.App", F.jwt, "{}", NULL, NULL);
+    push(TOKEN_A, "com.example.App", F.jwt, "{}", NULL, NULL);
+    run_batch();
+    ASSERT_EQ_INT(410, F.res[0].status);
+    ASSERT_STR_EQ("{\"reason\":\"Unregistered\",\"timestamp\":1700000000123}", F.res[0].body);
+    ASSERT_EQ_INT(200, F.res[1].status);
+    fx_teardown();
+}
+
+TEST(header_list_over_8000_gets_431)
+{
+    fx_setup(NULL);
+    pool_open(F.port_prod);
+    static char big[8100];
+    memset(big, 'x', sizeof big - 1);
+    push(TOKEN_A, "com.example.App", F.jwt, "{}", "x-big", big);
+    big[7000] = '\0'; /* under the limit with the other headers */
+    push(TOKEN_A, "com.example.App", F.jwt, "{}", "x-big", big);
+    run_batch();
+    ASSERT_EQ_INT(431, F.res[0].status);
+    ASSERT_STR_EQ("", F.res[0].body);
+    ASSERT_EQ_INT(200, F.res[1].status);
+    fx_teardown();
+}
+
+static void tune_goaway(struct fx *fx)
+{
+    char err[128];
+    ASSERT_EQ_INT(1, sbx_faults_option(&fx->faults, "goaway-every", "7", err, sizeof err));
+}
+
+TEST(goaway_every_n_client_retries)
+{
+    fx_setup(tune_goaway);
+    pool_open(F.port_prod);
+    for (int i = 0; i < 50; i++)
+        push(TOKEN_A, "com.example.App", F.jwt, "{}", NULL, NULL);
+    run_batch();
+    for (int i = 0; i < 50; i++)
+        ASSERT_EQ_INT(200, F.res[i].status);
+    const struct sbx_server_stats *st = sbx_server_stats(F.srv);
+    ASSERT(st->goaways >= 7);
+    ASSERT(st->connections >= 8);
+    ASSERT(F.pool_stats.goaways >= 7);
+    fx_teardown();
+}
+
+static void tune_faults(struct fx *fx)
+{
+    char err[128];
+    ASSERT_EQ_INT(1, sbx_faults_option(&fx->faults, "fault-rate", "503:100:30", err, sizeof err));
+    ASSERT_EQ_INT(1, sbx_faults_option(&fx->faults, "latency-ms", "150", err, sizeof err));
+}
+
+TEST(status_fault_and_latency)
+{
+    fx_setup(tune_faults);
+    pool_open(F.port_prod);
+    push(TOKEN_A, "com.example.App", F.jwt, "{}", NULL, NULL);
+    push("", "com.example.App", F.jwt, "{}", NULL, NULL); /* errors are not replaced */
+    run_batch();
+    ASSERT_EQ_INT(503, F.res[0].status);
+    ASSERT_STR_EQ("{\"reason\":\"ServiceUnavailable\"}", F.res[0].body);
+    ASSERT_STR_EQ("30", F.res[0].retry_after);
+    ASSERT(F.res[0].rtt_ms >= 140);
+    ASSERT_EQ_INT(400, F.res[1].status);
+    ASSERT_STR_EQ("{\"reason\":\"MissingDeviceToken\"}", F.res[1].body);
+    fx_teardown();
+    cJSON *rec = read_record();
+    const cJSON *l503 = NULL, *it;
+    cJSON_ArrayForEach(it, rec)
+        if (jnum(it, "status") == 503)
+            l503 = it;
+    ASSERT_NOT_NULL(l503);
+    ASSERT_STR_EQ("503", jstr(l503, "fault"));
+    ASSERT_STR_EQ("ServiceUnavailable", jstr(l503, "reason"));
+    ASSERT_EQ_INT(30, jnum(l503, "retry_after"));
+    cJSON_Delete(rec);
+}
+
+static void tune_reset(struct fx *fx)
+{
+    char err[128];
+    ASSERT_EQ_INT(1, sbx_faults_option(&fx->faults, "reset-rate", "100", err, sizeof err));
+}
+
+TEST(tcp_reset_fault_is_not_recorded)
+{
+    fx_setup(tune_reset);
+    pool_open(F.port_prod);
+    push(TOKEN_A, "com.example.App", F.jwt, "{}", NULL, NULL);
+    run_batch();
+    ASSERT_EQ_INT(0, F.res[0].status);
+    ASSERT_EQ_INT(H2_ERR_CONN_LOST, F.res[0].error);
+    ASSERT_EQ_INT(5, F.res[0].attempts);
+    ASSERT_EQ_INT(5, sbx_server_stats(F.srv)->tcp_resets);
+    fx_teardown();
+    cJSON *rec = read_record();
+    ASSERT_EQ_INT(1, cJSON_GetArraySize(rec)); /* only the summary */
+    cJSON_Delete(rec);
+}
+
+/* ---- raw client exceeding the acknowledged stream limit ---------------- */
+
+struct raw {
+    struct tls_conn *c;
+    uint8_t in[8192];
+    size_t inlen;
+    bool closed;
+};
+
+static size_t hpack_literal(uint8_t *p, const char *name, const char *value)
+{
+    size_t n = 0, nl = strlen(name), vl = strlen(value);
+    p[n++] = 0x00; /* literal without indexing, new name */
+    p[n++] = (uint8_t)nl;
+    memcpy(p + n, name, nl);
+    n += nl;
+    p[n++] = (uint8_t)vl;
+    memcpy(p + n, value, vl);
+    return n + vl;
+}
+
+static size_t frame_hdr(uint8_t *p, size_t len, uint8_t type, uint8_t flags, uint32_t sid)
+{
+    p[0] = (uint8_t)(len >> 16);
+    p[1] = (uint8_t)(len >> 8);
+    p[2] = (uint8_t)len;
+    p[3] = type;
+    p[4] = flags;
+    p[5] = (uint8_t)(sid >> 24);
+    p[6] = (uint8_t)(sid >> 16);
+    p[7] = (uint8_t)(sid >> 8);
+    p[8] = (uint8_t)sid;
+    return 9;
+}
+
+static size_t headers_frame(uint8_t *out, uint32_t sid)
+{
+    uint8_t block[512];
+    size_t b = 0;
+    b += hpack_literal(block + b, ":method", "POST");
+    b += hpack_literal(block + b, ":scheme", "https");
+    b += hpack_literal(block + b, ":authority", "localhost");
+    b += hpack_literal(block + b, ":path", "/3/device/" TOKEN_A);
+    b += hpack_literal(block + b, "apns-topic", "com.example.App");
+    size_t n = frame_hdr(out, b, NGHTTP2_HEADERS, NGHTTP2_FLAG_END_HEADERS, sid);
+    memcpy(out + n, block, b);
+    return n + b;
+}
+
+static void raw_open(struct tls_conn *c, void *user)
+{
+    uint8_t buf[2048];
+    size_t n = 0;
+    memcpy(buf, NGHTTP2_CLIENT_MAGIC, NGHTTP2_CLIENT_MAGIC_LEN);
+    n += NGHTTP2_CLIENT_MAGIC_LEN;
+    n += frame_hdr(buf + n, 0, NGHTTP2_SETTINGS, 0, 0);
+    /* Acknowledge the server's SETTINGS (MAX_CONCURRENT_STREAMS 1) up front:
+     * the server applies the limit when it reads this ACK. */
+    n += frame_hdr(buf + n, 0, NGHTTP2_SETTINGS, NGHTTP2_FLAG_ACK, 0);
+    n += headers_frame(buf + n, 1); /* stays open: no END_STREAM */
+    n += headers_frame(buf + n, 3); /* second concurrent stream: over the limit */
+    ASSERT_EQ_INT(0, tls_conn_write(c, buf, n));
+}
+
+static void raw_data(struct tls_conn *c, const uint8_t *d, size_t len, void *user)
+{
+    struct raw *r = user;
+    size_t n = len < sizeof r->in - r->inlen ? len : sizeof r->in - r->inlen;
+    memcpy(r->in + r->inlen, d, n);
+    r->inlen += n;
+}
+
+static void raw_close(struct tls_conn *c, int err, const char *reason, void *user)
+{
+    struct raw *r = user;
+    r->closed = true;
+    uv_stop(&F.loop);
+}
+
+TEST(over_acknowledged_limit_gets_goaway_protocol_error)
+{
+    fx_setup(NULL);
+    static const char *const alpn[] = { "h2", NULL };
+    char err[256], ca[128];
+    snprintf(ca, sizeof ca, "%s/ca.pem", F.dir);
+    SSL_CTX *ctx = tls_client_ctx_new(ca, alpn, NULL, NULL, err, sizeof err);
+    ASSERT_NOT_NULL(ctx);
+    struct sockaddr_in sa;
+    uv_ip4_addr("127.0.0.1", F.port_prod, &sa);
+    static const struct tls_conn_callbacks cbs = { raw_open, raw_data, raw_close };
+    struct raw r = { 0 };
+    ASSERT_EQ_INT(0, tls_conn_connect(&F.loop, ctx, (struct sockaddr *)&sa, "localhost", 1, &cbs,
+                                      &r, &r.c));
+    uv_run(&F.loop, UV_RUN_DEFAULT);
+    ASSERT(r.closed);
+    /* Walk the frames: expect a GOAWAY with PROTOCOL_ERROR. */
+    bool goaway = false;
+    for (size_t off = 0; off + 9 <= r.inlen;) {
+        size_t len = (size_t)r.in[off] << 16 | (size_t)r.in[off + 1] << 8 | r.in[off + 2];
+        if (r.in[off + 3] == NGHTTP2_GOAWAY && off + 9 + 8 <= r.inlen) {
+            const uint8_t *p = r.in + off + 9 + 4;
+            uint32_t code = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+            ASSERT_EQ_INT(NGHTTP2_PROTOCOL_ERROR, code);
+            goaway = true;
+        }
+        off += 9 + len;
+    }
+    ASSERT(goaway);
+    SSL_CTX_free(ctx);
+    fx_teardown();
+}
+
+/* ---- raw client: observe SETTINGS across a request sequence ------------ */
+
+struct seq {
+    struct tls_conn *c;
+    uint8_t in[65536];
+    size_t inlen;
+    const char *tokens[4];      /* requests to send, one at a time */
+    int next, nreq;
+    uint32_t mcs[16];           /* MAX_CONCURRENT_STREAMS values seen, in order */
+    int nmcs;
+    int finished;               /* responses complete */
+};
+
+static size_t hpack_int7(uint8_t *p, size_t v)
+{
+    if (v < 127) {
+        p[0] = (uint8_t)v;
+        return 1;
+    }
+    size_t n = 0;
+    p[n++] = 127;
+    v -= 127;
+    while (v >= 128) {
+        p[n++] = (uint8_t)(v % 128 + 128);
+        v /= 128;
+    }
+    p[n++] = (uint8_t)v;
+    return n;
+}
+
+static size_t hpack_lit(uint8_t *p, const char *name, const char *value)
+{
+    size_t n = 0, nl = strlen(name), vl = strlen(value);
+    p[n++] = 0x00;
+    n += hpack_int7(p + n, nl);
+    memcpy(p + n, name, nl);
+    n += nl;
+    n += hpack_int7(p + n, vl);
+    memcpy(p + n, value, vl);
+    return n + vl;
+}
+
+static void seq_send_next(struct seq *q)
+{
+    if (q->next == q->nreq) {
+        tls_conn_close(q->c, 0, "done");
+        return;
+    }
+    uint32_t sid = (uint32_t)(2 * q->next + 1);
+    const char *tok = q->tokens[q->next++];
+    uint8_t block[2048], buf[4096];
+    char path[128], auth[1024];
+    snprintf(path, sizeof path, "/3/device/%s", tok);
+    snprintf(auth, sizeof auth, "bearer %s", F.jwt);
+    size_t b = 0, n = 0;
+    b += hpack_lit(block + b, ":method", "POST");
+    b += hpack_lit(block + b, ":scheme", "https");
+    b += hpack_lit(block + b, ":authority", "localhost");
+    b += hpack_lit(block + b, ":path", path);
+    b += hpack_lit(block + b, "apns-topic", "com.example.App");
+    b += hpack_lit(block + b, "authorization", auth);
+    n += frame_hdr(buf + n, b, NGHTTP2_HEADERS, NGHTTP2_FLAG_END_HEADERS, sid);
+    memcpy(buf + n, block, b);
+    n += b;
+    n += frame_hdr(buf + n, 2, NGHTTP2_DATA, NGHTTP2_FLAG_END_STREAM, sid);
+    memcpy(buf + n, "{}", 2);
+    n += 2;
+    ASSERT_EQ_INT(0, tls_conn_write(q->c, buf, n));
+}
+
+static void seq_open(struct tls_conn *c, void *user)
+{
+    struct seq *q = user;
+    uint8_t buf[64];
+    size_t n = NGHTTP2_CLIENT_MAGIC_LEN;
+    memcpy(buf, NGHTTP2_CLIENT_MAGIC, n);
+    n += frame_hdr(buf + n, 0, NGHTTP2_SETTINGS, 0, 0);
+    ASSERT_EQ_INT(0, tls_conn_write(c, buf, n));
+    seq_send_next(q);
+}
+
+static void seq_data(struct tls_conn *c, const uint8_t *d, size_t len, void *user)
+{
+    struct seq *q = user;
+    ASSERT(q->inlen + len <= sizeof q->in);
+    memcpy(q->in + q->inlen, d, len);
+    q->inlen += len;
+    size_t off = 0;
+    while (off + 9 <= q->inlen) {
+        size_t flen = (size_t)q->in[off] << 16 | (size_t)q->in[off + 1] << 8 | q->in[off + 2];
+        if (off + 9 + flen > q->inlen)
+            break;
+        uint8_t type = q->in[off + 3], flags = q->in[off + 4];
+        const uint8_t *pl = q->in + off + 9;
+        if (type == NGHTTP2_SETTINGS && !(flags & NGHTTP2_FLAG_ACK)) {
+            for (size_t i = 0; i + 6 <= flen; i += 6) {
+                unsigned id = (unsigned)pl[i] << 8 | pl[i + 1];
+                uint32_t v = (uint32_t)pl[i + 2] << 24 | (uint32_t)pl[i + 3] << 16 |
+                             (uint32_t)pl[i + 4] << 8 | pl[i + 5];
+                if (id == NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS && q->nmcs < 16)
+                    q->mcs[q->nmcs++] = v;
+            }
+            uint8_t ack[9];
+            frame_hdr(ack, 0, NGHTTP2_SETTINGS, NGHTTP2_FLAG_ACK, 0);
+            ASSERT_EQ_INT(0, tls_conn_write(c, ack, 9));
+        } else if ((type == NGHTTP2_HEADERS || type == NGHTTP2_DATA) &&
+                   (flags & NGHTTP2_FLAG_END_STREAM)) {
+            q->finished++;
+            seq_send_next(q);
+        }
+        off += 9 + flen;
+    }
+    memmove(q->in, q->in + off, q->inlen - off);
+    q->inlen -= off;
+}
+
+static void seq_close(struct tls_conn *c, int err, const char *reason, void *user)
+{
+    uv_stop(&F.loop);
+}
+
+TEST(settings_follow_successes_and_rejections)
+{
+    fx_setup(NULL);
+    static const char *const alpn[] = { "h2", NULL };
+    char err[256], ca[128];
+    snprintf(ca, sizeof ca, "%s/ca.pem", F.dir);
+    SSL_CTX *ctx = tls_client_ctx_new(ca, alpn, NULL, NULL, err, sizeof err);
+    ASSERT_NOT_NULL(ctx);
+    struct sockaddr_in sa;
+    uv_ip4_addr("127.0.0.1", F.port_prod, &sa);
+    static const struct tls_conn_callbacks cbs = { seq_open, seq_data, seq_close };
+    static struct seq q;
+    memset(&q, 0, sizeof q);
+    q.tokens[0] = TOKEN_A;
+    q.tokens[1] = "nothex";
+    q.tokens[2] = TOKEN_B;
+    q.tokens[3] = TOKEN_A;
+    q.nreq = 4;
+    ASSERT_EQ_INT(0, tls_conn_connect(&F.loop, ctx, (struct sockaddr *)&sa, "localhost", 1, &cbs,
+                                      &q, &q.c));
+    uv_run(&F.loop, UV_RUN_DEFAULT);
+    ASSERT_EQ_INT(4, q.finished);
+    /* initial 1; success → 1000; BadDeviceToken → 1; success → 1000; the
+     * last success changes nothing. */
+    ASSERT_EQ_INT(4, q.nmcs);
+    ASSERT_EQ_INT(1, q.mcs[0]);
+    ASSERT_EQ_INT(1000, q.mcs[1]);
+    ASSERT_EQ_INT(1, q.mcs[2]);
+    ASSERT_EQ_INT(1000, q.mcs[3]);
+    SSL_CTX_free(ctx);
+    fx_teardown();
+}
+
+TEST_MAIN(T(missing_token_then_success_and_record), T(stream_limit_opens_after_valid_token),
+          T(rejection_drops_limit_to_one), T(sandbox_listener_adds_unique_id),
+          T(unregistered_file_reload_mid_run), T(goaway_every_n_client_retries),
+          T(status_fault_and_latency), T(tcp_reset_fault_is_not_recorded),
+          T(over_acknowledged_limit_gets_goaway_protocol_error),
+          T(settings_follow_successes_and_rejections), T(header_list_over_8000_gets_431))
