@@ -1,2 +1,0 @@
-build-asan/common/certgen.o: common/certgen.c common/certgen.h
-common/certgen.h:

@@ -1,5 +1,0 @@
-build-asan/queue/redis.o: queue/redis.c queue/redis.h common/log.h \
- common/util.h
-queue/redis.h:
-common/log.h:
-common/util.h:

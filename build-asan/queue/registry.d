@@ -1,7 +1,0 @@
-build-asan/queue/registry.o: queue/registry.c queue/registry.h \
- queue/event.h queue/redis.h common/log.h common/util.h
-queue/registry.h:
-queue/event.h:
-queue/redis.h:
-common/log.h:
-common/util.h:

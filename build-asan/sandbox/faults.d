@@ -1,2 +1,0 @@
-build-asan/sandbox/faults.o: sandbox/faults.c sandbox/faults.h
-sandbox/faults.h:
