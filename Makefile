@@ -32,6 +32,7 @@ FUZZ_SRC  := $(wildcard tests/fuzz/fuzz_*.c)
 LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/%.o)
 SBX_OBJ   := $(SBX_SRC:%.c=$(BUILD)/%.o)
 UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+FUZZ_BIN  := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 
 PROGS := $(BUILD)/varseld $(BUILD)/varsel-sandbox
 ifneq ($(CTL_SRC),)
@@ -58,6 +59,13 @@ $(BUILD)/varselctl: $(CTL_SRC:%.c=$(BUILD)/%.o) $(BUILD)/libvarsel.a
 $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(BUILD)/libsandbox.a $(BUILD)/libvarsel.a
 	@mkdir -p $(@D)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# libFuzzer targets: make fuzz CC=clang BUILD=build-fuzz \
+#     SANITIZER=fuzzer-no-link,address,undefined   (scripts/fuzz.sh does this)
+$(BUILD)/fuzz/%: $(BUILD)/tests/fuzz/%.o $(BUILD)/libvarsel.a
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS) -fsanitize=fuzzer -o $@ $^ $(LDLIBS)
+fuzz: $(FUZZ_BIN)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(@D)
