@@ -82,7 +82,7 @@ static const struct key keys[] = {
       "templates/ beside the config file if it exists, else config/templates", false, 0, 0,
       NULL, "directory with the nb/nn/en notification templates" },
     { SEC_DAEMON, "shutdown_timeout_ms", K_INT, G(daemon.shutdown_timeout_ms), "10000", NULL,
-      true, 0, 3600000, "milliseconds", "on SIGTERM, how long in-flight deliveries may finish" },
+      false, 0, 3600000, "milliseconds", "on SIGTERM, how long in-flight deliveries may finish" },
 
     /* [redis] */
     { SEC_REDIS, "url", K_REDIS_URL, G(redis.url), "redis://127.0.0.1:6379/0", NULL, false, 0,
@@ -101,11 +101,11 @@ static const struct key keys[] = {
       NULL, "entries read per XREADGROUP" },
     { SEC_REDIS, "block_ms", K_INT, G(redis.block_ms), "2000", NULL, false, 1, 300000,
       "milliseconds", "XREADGROUP BLOCK time when the stream is empty" },
-    { SEC_REDIS, "status_ttl_s", K_INT, G(redis.status_ttl_s), "604800", NULL, true, 60,
+    { SEC_REDIS, "status_ttl_s", K_INT, G(redis.status_ttl_s), "604800", NULL, false, 60,
       31536000, "seconds", "lifetime of the per-event status hashes" },
-    { SEC_REDIS, "receipts_maxlen", K_INT, G(redis.receipts_maxlen), "1000000", NULL, true,
+    { SEC_REDIS, "receipts_maxlen", K_INT, G(redis.receipts_maxlen), "1000000", NULL, false,
       100, 1000000000, NULL, "approximate cap (MAXLEN ~) of the receipts stream" },
-    { SEC_REDIS, "dead_maxlen", K_INT, G(redis.dead_maxlen), "100000", NULL, true, 100,
+    { SEC_REDIS, "dead_maxlen", K_INT, G(redis.dead_maxlen), "100000", NULL, false, 100,
       1000000000, NULL, "approximate cap (MAXLEN ~) of the dead-letter stream" },
 
     /* [tls] */
@@ -116,8 +116,17 @@ static const struct key keys[] = {
     { SEC_DELIVERY, "inflight_window", K_INT, G(delivery.inflight_window), "2000", NULL,
       false, 1, 1000000, NULL, "deliveries in flight at most (the back-pressure window)" },
     { SEC_DELIVERY, "request_timeout_ms", K_INT, G(delivery.request_timeout_ms), "30000",
-      NULL, true, 100, 600000, "milliseconds",
+      NULL, false, 100, 600000, "milliseconds",
       "time allowed for one provider request, from sending to the answer" },
+    { SEC_DELIVERY, "retry_base_ms", K_INT, G(delivery.retry_base_ms), "2000", NULL, false,
+      10, 3600000, "milliseconds",
+      "first backoff step of a transient failure (full jitter, doubling per attempt)" },
+    { SEC_DELIVERY, "retry_max_delay_ms", K_INT, G(delivery.retry_max_delay_ms), "600000",
+      NULL, false, 100, 86400000, "milliseconds",
+      "largest backoff step; a provider's Retry-After is honoured above it" },
+    { SEC_DELIVERY, "retry_lease_ms", K_INT, G(delivery.retry_lease_ms), "120000", NULL,
+      false, 1000, 3600000, "milliseconds",
+      "how long a claimed retry belongs to one process before another may take it" },
 
     /* [app NAME] */
     { SEC_APP, "apns_topic", K_STRING, A(apns_topic), NULL, "none", false, 1, 255, NULL,
@@ -147,7 +156,7 @@ static const struct key keys[] = {
       "OAuth2 token endpoint" },
     { SEC_APP, "fcm_max_connections", K_INT, A(fcm_max_connections), "4", NULL, false, 1, 64,
       NULL, "HTTP/2 connections to FCM" },
-    { SEC_APP, "retry_max_attempts", K_INT, A(retry_max_attempts), "8", NULL, true, 1, 100,
+    { SEC_APP, "retry_max_attempts", K_INT, A(retry_max_attempts), "8", NULL, false, 1, 100,
       NULL, "attempts per delivery (the first included) before it is dead-lettered" },
 };
 

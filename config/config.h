@@ -56,6 +56,9 @@ struct config_tls {
 struct config_delivery {
     int64_t inflight_window;    /* deliveries in flight at most (back-pressure) */
     int64_t request_timeout_ms; /* one provider request, send to answer */
+    int64_t retry_base_ms;      /* first backoff step (full jitter) */
+    int64_t retry_max_delay_ms; /* cap of the backoff step */
+    int64_t retry_lease_ms;     /* a claimed retry's lease */
 };
 
 struct config_app {

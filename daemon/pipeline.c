@@ -11,11 +11,10 @@
  *   expand   the event's status hash (deliveries already final are skipped:
  *            crash replay) and each recipient's devices hash, pipelined on
  *            the command connection; then one delivery per device.
- *   deliver  through the app's provider client (apns/client.h).
- *   settle   receipt + status in one Lua script, dead token removal; the
- *            entry is XACKed only once every delivery of the job is settled
- *            in Redis. A settle write that fails (Redis down) is kept in
- *            memory and written again when Redis is back.
+ *   deliver  daemon/delivery.c builds, sends and settles each delivery
+ *            (receipt + status, or a durably scheduled retry); the entry is
+ *            XACKed only once every delivery of the job is settled in Redis.
+ *            The retry poller there resends due retries.
  *
  * Ownership: the pipeline owns its jobs (a doubly linked list); a job owns
  * its entry, event and deliveries. Redis callbacks carry a job or a
@@ -29,36 +28,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "apns/client.h"
-#include "apns/payload.h"
 #include "common/log.h"
-#include "common/push.h"
 #include "common/util.h"
-#include "daemon/templates.h"
-#include "fcm/client.h"
-#include "fcm/message.h"
+#include "daemon/delivery.h"
 #include "queue/event.h"
 #include "queue/receipts.h"
 #include "queue/registry.h"
 #include "queue/stream.h"
 
-#define PAYLOAD_MAX 4096
 
 struct job;
-
-struct delivery {
-    struct job *job;
-    const char *user;            /* borrowed from the event */
-    struct registry_device dev;  /* owned */
-    const struct pipeline_app *app;
-    int attempt;
-    char apns_id[37];
-    /* outcome, filled at settle time */
-    const char *status;
-    struct push_result res;
-    bool settled;                /* receipt written */
-    struct delivery *retry_next; /* on pl->settle_retry */
-};
 
 enum job_stage { JOB_NEW, JOB_LOOKUP, JOB_SENDING, JOB_ACKING, JOB_DONE };
 
@@ -96,8 +75,7 @@ struct pipeline {
     bool stopping, closed;
     struct job *jobs;            /* list of active jobs */
     size_t n_jobs;
-    size_t inflight;             /* deliveries sent and not settled */
-    struct delivery *settle_retry; /* receipts to write again */
+    struct delivery_ctx dctx;    /* deliveries, settlement, retries */
     uv_timer_t claim_timer, stop_timer;
     char claim_cursor[64];
     bool claiming;
@@ -111,7 +89,6 @@ struct pipeline {
 static void maybe_read(struct pipeline *pl);
 static void job_release(struct job *j);
 static void job_check_done(struct job *j);
-static void settle_write(struct delivery *d);
 
 /* ---- jobs ------------------------------------------------------------- */
 
@@ -147,10 +124,8 @@ static void job_free(struct job *j)
     if (j->next)
         j->next->prev = j->prev;
     pl->n_jobs--;
-    for (size_t i = 0; i < j->n_dl; i++) {
-        registry_device_clear(&j->dl[i]->dev);
-        free(j->dl[i]);
-    }
+    for (size_t i = 0; i < j->n_dl; i++)
+        delivery_free(j->dl[i]);
     free(j->dl);
     for (size_t i = 0; i < j->n_final; i++)
         free(j->final_keys[i]);
@@ -304,7 +279,7 @@ static void on_lookup(redisAsyncContext *ac, void *r, void *priv)
             for (size_t i = 0; i < pairs; i++) {
                 redisReply *f = reply->element[2 * i], *v = reply->element[2 * i + 1];
                 if (f->type == REDIS_REPLY_STRING && v->type == REDIS_REPLY_STRING &&
-                    receipts_status_is_final(v->str))
+                    receipts_status_is_settled(v->str))
                     j->final_keys[j->n_final++] = xstrndup(f->str, f->len);
             }
             qsort(j->final_keys, j->n_final, sizeof *j->final_keys, cmp_str);
@@ -370,195 +345,6 @@ static void job_expand(struct job *j)
 
 /* ---- delivery ---------------------------------------------------------- */
 
-static const struct pipeline_app *find_app(const struct pipeline *pl, const char *name)
-{
-    for (size_t i = 0; i < pl->cfg.n_apps; i++)
-        if (strcmp(pl->cfg.apps[i].name, name) == 0)
-            return &pl->cfg.apps[i];
-    return NULL;
-}
-
-/* Default time a notification stays useful, per type (seconds). */
-static int64_t default_ttl_s(enum event_type t)
-{
-    switch (t) {
-    case EVENT_ABSENCE_ALERT: return 8 * 3600;
-    case EVENT_ABSENCE_REPORTED: return 24 * 3600;
-    case EVENT_TIMETABLE_CHANGED: return 24 * 3600;
-    default: return 7 * 24 * 3600;
-    }
-}
-
-static int apns_priority(const struct event *ev)
-{
-    if (ev->priority == EVENT_PRIORITY_HIGH)
-        return 10;
-    if (ev->priority == EVENT_PRIORITY_NORMAL)
-        return 5;
-    return ev->type == EVENT_TIMETABLE_CHANGED ? 5 : 10;
-}
-
-/* apns-collapse-id: the event id when it fits 64 bytes, else its SHA-256. */
-static void collapse_id(const struct event *ev, char out[65])
-{
-    size_t n = strlen(ev->id);
-    if (n <= 64)
-        memcpy(out, ev->id, n + 1);
-    else
-        sha256_hex(ev->id, n, out);
-}
-
-static void on_push_done(const struct push_result *r, void *user);
-
-static void settle_now(struct delivery *d, const char *status, int http_status,
-                       const char *reason)
-{
-    d->status = status;
-    d->res.http_status = http_status;
-    snprintf(d->res.reason, sizeof d->res.reason, "%s", reason);
-    d->res.token_timestamp_ms = -1;
-    settle_write(d);
-}
-
-/* The thread a notification groups under on the phone. */
-static void thread_of(const struct event *ev, char *out, size_t outlen)
-{
-    const char *student = event_field(ev, "student");
-    if (ev->thread)
-        snprintf(out, outlen, "%s", ev->thread);
-    else if (student)
-        snprintf(out, outlen, "student-%s", student);
-    else
-        snprintf(out, outlen, "%s", event_type_name(ev->type));
-}
-
-static int badge_of(const struct event *ev, const char *user)
-{
-    for (size_t i = 0; i < ev->n_recipients; i++)
-        if (strcmp(ev->recipients[i].user, user) == 0)
-            return ev->recipients[i].badge;
-    return -1;
-}
-
-static int start_apns(struct job *j, struct delivery *d, const char *title,
-                      const char *body)
-{
-    const struct event *ev = j->ev;
-    char thread[160];
-    thread_of(ev, thread, sizeof thread);
-    struct apns_notification n = {
-        .title = title,
-        .body = body,
-        .badge = badge_of(ev, d->user),
-        .thread_id = thread,
-        .interruption_level = ev->type == EVENT_ABSENCE_ALERT ? "time-sensitive" : NULL,
-        .sound = "default",
-        .event_id = ev->id,
-        .event_type = event_type_name(ev->type),
-        .tenant = ev->tenant,
-    };
-    char payload[PAYLOAD_MAX + 1];
-    size_t plen = 0;
-    if (apns_payload_build(&n, PAYLOAD_MAX, payload, sizeof payload, &plen) != 0) {
-        settle_now(d, "failed", 0, "payload does not fit 4096 bytes");
-        return -1;
-    }
-    char cid[65];
-    collapse_id(ev, cid);
-    int64_t ttl = ev->ttl_s >= 0 ? ev->ttl_s : default_ttl_s(ev->type);
-    struct apns_request req = {
-        .token = d->dev.token,
-        .sandbox = d->dev.environment && strcmp(d->dev.environment, "sandbox") == 0,
-        .apns_id = d->apns_id,
-        .collapse_id = cid,
-        .priority = apns_priority(ev),
-        .expiration = j->entry.ms / 1000 + ttl,
-        .push_type = "alert",
-        .payload = payload,
-        .payload_len = plen,
-    };
-    if (apns_client_send(d->app->apns, &req, on_push_done, d) != 0) {
-        settle_now(d, "failed", 0, "provider client closing");
-        return -1;
-    }
-    return 0;
-}
-
-static int start_fcm(struct job *j, struct delivery *d, const char *title,
-                     const char *body)
-{
-    const struct event *ev = j->ev;
-    char thread[160];
-    thread_of(ev, thread, sizeof thread);
-    int64_t ttl = ev->ttl_s >= 0 ? ev->ttl_s : default_ttl_s(ev->type);
-    /* What is left of the notification's useful life after its publish time. */
-    int64_t left = ttl - (now_ms() - j->entry.ms) / 1000;
-    if (left < 0)
-        left = 0;
-    bool high = ev->priority == EVENT_PRIORITY_HIGH ||
-                (ev->priority == EVENT_PRIORITY_DEFAULT &&
-                 (ev->type == EVENT_ABSENCE_ALERT || ev->type == EVENT_MESSAGE_NEW));
-    struct fcm_notification n = {
-        .token = d->dev.token,
-        .title = title,
-        .body = body,
-        .event_id = ev->id,
-        .event_type = event_type_name(ev->type),
-        .tenant = ev->tenant,
-        .thread = thread,
-        .high_priority = high,
-        .ttl_s = left,
-        /* A newer message in the thread (or a replay) replaces the one shown;
-         * for every other type a replay replaces instead of stacking. */
-        .collapse_key = ev->type == EVENT_MESSAGE_NEW && ev->thread ? ev->thread : ev->id,
-        .channel_id = fcm_message_channel(event_type_name(ev->type)),
-    };
-    char msg[PAYLOAD_MAX + 1024];
-    size_t mlen = 0;
-    if (fcm_message_build(&n, PAYLOAD_MAX, msg, sizeof msg, &mlen) != 0) {
-        settle_now(d, "failed", 0, "message does not fit 4096 bytes");
-        return -1;
-    }
-    if (fcm_client_send(d->app->fcm, msg, mlen, on_push_done, d) != 0) {
-        settle_now(d, "failed", 0, "provider client closing");
-        return -1;
-    }
-    return 0;
-}
-
-static void delivery_start(struct job *j, struct delivery *d)
-{
-    struct pipeline *pl = j->pl;
-    const struct event *ev = j->ev;
-    char tk[24];
-    if (d->app == NULL) {
-        settle_now(d, "failed", 0, "unknown app");
-        return;
-    }
-    bool ios = strcmp(d->dev.platform, "ios") == 0;
-    bool android = strcmp(d->dev.platform, "android") == 0;
-    if ((ios && d->app->apns == NULL) || (android && d->app->fcm == NULL) ||
-        (!ios && !android)) {
-        settle_now(d, "failed", 0, "app has no credentials for this platform");
-        return;
-    }
-    char *title = NULL, *body = NULL;
-    const char *locale = templates_resolve_locale(d->dev.locale, NULL);
-    if (templates_render(pl->cfg.templates, ev, locale, &title, &body) != 0) {
-        settle_now(d, "failed", 0, "template rendering failed");
-        return;
-    }
-    log_debug("deliver", "%s/%s -> %s/%s %s token %s", ev->tenant, ev->id, d->user,
-              d->dev.device, d->dev.platform, log_token(d->dev.token, tk, sizeof tk));
-    int rc = ios ? start_apns(j, d, title, body) : start_fcm(j, d, title, body);
-    free(title);
-    free(body);
-    if (rc == 0) {
-        j->refs++;
-        pl->inflight++;
-    }
-}
-
 static void job_send_all(struct job *j)
 {
     struct pipeline *pl = j->pl;
@@ -574,19 +360,7 @@ static void job_send_all(struct job *j)
                 skipped++;
                 continue;
             }
-            struct delivery *d = xcalloc(1, sizeof *d);
-            d->job = j;
-            d->user = j->users[u];
-            d->dev = *rd;                 /* takes ownership */
-            memset(rd, 0, sizeof *rd);
-            d->app = find_app(pl, d->dev.app);
-            d->attempt = 1;
-            char name[600];
-            int nl = snprintf(name, sizeof name, "%s|%s|%s|%s", ev->tenant, ev->id,
-                              d->user, d->dev.device);
-            uuid_from_name(name, (size_t)(nl < (int)sizeof name ? nl : (int)sizeof name - 1),
-                           d->apns_id);
-            j->dl[j->n_dl++] = d;
+            j->dl[j->n_dl++] = delivery_new(&pl->dctx, j, ev, j->entry.ms, j->users[u], rd);
         }
     }
     pl->st.skipped += skipped;
@@ -594,125 +368,37 @@ static void job_send_all(struct job *j)
     j->unsettled = j->n_dl;
     j->stage = JOB_SENDING;
     log_info("pipeline", "event %s/%s %s (%s): %zu recipients, %zu deliveries, "
-             "%zu already final", ev->tenant, ev->id, event_type_name(ev->type),
+             "%zu already settled", ev->tenant, ev->id, event_type_name(ev->type),
              j->entry.id, j->n_users, j->n_dl, skipped);
     if (j->n_dl == 0) {
         job_ack(j);
         return;
     }
-    /* Keep the job alive while starting deliveries that settle at once. */
-    j->refs++;
+    /* Each delivery holds a reference until its settlement is written (or
+     * the pipeline closes); a guard keeps the job alive meanwhile. */
+    j->refs += (int)j->n_dl + 1;
     for (size_t i = 0; i < j->n_dl; i++)
-        delivery_start(j, j->dl[i]);
+        delivery_start(j->dl[i]);
     j->refs--;
     job_check_done(j);
 }
 
-static void on_push_done(const struct push_result *r, void *user)
+/* delivery.c: a delivery of a job is done (settled, or released at close). */
+static void on_delivery_done(struct delivery *d, void *arg)
 {
-    struct delivery *d = user;
-    struct job *j = d->job;
-    struct pipeline *pl = j->pl;
+    struct job *j = delivery_owner(d);
     j->refs--;
-    pl->inflight--;
-    d->res = *r;
-    if (pl->closed) {
-        job_check_done(j);
-        return;
+    if (delivery_settled(d)) {
+        j->unsettled--;
+        const char *st = delivery_status(d);
+        if (strcmp(st, "sent") == 0)
+            j->pl->st.sent++;
+        else if (strcmp(st, "invalid_token") == 0)
+            j->pl->st.invalid_token++;
+        else if (strcmp(st, "retrying") != 0)
+            j->pl->st.failed++;
     }
-    switch (r->outcome) {
-    case PUSH_SENT: d->status = "sent"; break;
-    case PUSH_INVALID_TOKEN: d->status = "invalid_token"; break;
-    default: d->status = "failed"; break; /* durable retries: issue #4 */
-    }
-    char tk[24];
-    if (r->outcome == PUSH_SENT)
-        log_debug("deliver", "%s/%s %s/%s sent (%llu ms)", j->ev->tenant, j->ev->id,
-                  d->user, d->dev.device, (unsigned long long)r->rtt_ms);
-    else
-        log_info("deliver", "%s/%s %s/%s token %s: %s (%d %s)", j->ev->tenant, j->ev->id,
-                 d->user, d->dev.device, log_token(d->dev.token, tk, sizeof tk),
-                 d->status, r->http_status, r->reason);
-    if (r->outcome == PUSH_INVALID_TOKEN) {
-        if (registry_remove_token(pl->cmd, pl->cfg.prefix, j->ev->tenant, d->user,
-                                  d->dev.device, d->dev.app, d->dev.token,
-                                  r->token_timestamp_ms, NULL, NULL) != 0)
-            log_warn("registry", "could not remove dead token %s now (Redis down)", tk);
-    }
-    settle_write(d);
-}
-
-/* ---- settlement -------------------------------------------------------- */
-
-static void on_settled(redisAsyncContext *ac, void *r, void *priv)
-{
-    struct delivery *d = priv;
-    struct job *j = d->job;
-    struct pipeline *pl = j->pl;
-    redisReply *reply = r;
-    j->refs--;
-    if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
-        if (pl->closed) {
-            job_check_done(j);
-            return;
-        }
-        log_warn("pipeline", "writing receipt for %s failed (%s); will retry",
-                 j->entry.id, reply ? reply->str : "connection lost");
-        d->retry_next = pl->settle_retry;
-        pl->settle_retry = d;
-        return;
-    }
-    d->settled = true;
-    j->unsettled--;
-    if (strcmp(d->status, "sent") == 0)
-        pl->st.sent++;
-    else if (strcmp(d->status, "invalid_token") == 0)
-        pl->st.invalid_token++;
-    else
-        pl->st.failed++;
     job_check_done(j);
-}
-
-static void settle_write(struct delivery *d)
-{
-    struct job *j = d->job;
-    struct pipeline *pl = j->pl;
-    int64_t now = now_ms();
-    struct receipt rc = {
-        .event = j->ev->id,
-        .tenant = j->ev->tenant,
-        .user = d->user,
-        .device = d->dev.device,
-        .platform = d->dev.platform ? d->dev.platform : "",
-        .app = d->dev.app ? d->dev.app : "",
-        .status = d->status,
-        .attempt = d->attempt,
-        .provider_id = d->res.provider_id,
-        .http_status = d->res.http_status,
-        .reason = d->res.reason,
-        .latency_ms = now - j->entry.ms,
-        .at_ms = now,
-    };
-    if (receipts_settle(pl->cmd, pl->cfg.prefix, pl->cfg.receipts_maxlen,
-                        pl->cfg.status_ttl_s, &rc, on_settled, d) == 0) {
-        j->refs++;
-        return;
-    }
-    /* Redis is down: keep the outcome and write it when it is back. */
-    d->retry_next = pl->settle_retry;
-    pl->settle_retry = d;
-}
-
-static void flush_settle_retry(struct pipeline *pl)
-{
-    struct delivery *d = pl->settle_retry;
-    pl->settle_retry = NULL;
-    while (d) {
-        struct delivery *next = d->retry_next;
-        d->retry_next = NULL;
-        settle_write(d);
-        d = next;
-    }
 }
 
 static void job_check_done(struct job *j)
@@ -771,8 +457,7 @@ static void job_start(struct pipeline *pl, struct stream_entry *e)
             .attempt = 0, .provider_id = "", .http_status = 0, .reason = "",
             .latency_ms = now - j->entry.ms, .at_ms = now,
         };
-        if (receipts_settle(pl->cmd, pl->cfg.prefix, pl->cfg.receipts_maxlen,
-                            pl->cfg.status_ttl_s, &r, on_opened_written, j) == 0)
+        if (receipts_settle(pl->cmd, &pl->dctx.keys, &r, NULL, on_opened_written, j) == 0)
             j->refs++;
         else
             job_release(j);
@@ -834,7 +519,7 @@ static void on_read(redisAsyncContext *ac, void *r, void *priv)
 
 static bool has_room(const struct pipeline *pl)
 {
-    return pl->inflight < pl->cfg.inflight_window &&
+    return pl->dctx.inflight < pl->cfg.inflight_window &&
            pl->n_jobs < (size_t)pl->cfg.batch_size * 4;
 }
 
@@ -939,7 +624,7 @@ static void on_cmd_ready(struct redis_conn *c, void *user)
 {
     struct pipeline *pl = user;
     create_group(pl);
-    flush_settle_retry(pl);
+    delivery_ctx_flush(&pl->dctx);
     maybe_read(pl);
 }
 
@@ -988,27 +673,41 @@ struct pipeline *pipeline_new(uv_loop_t *loop, const struct pipeline_config *cfg
     uv_timer_start(&pl->claim_timer, on_claim_timer, every, every);
     uv_timer_init(loop, &pl->stop_timer);
     pl->stop_timer.data = pl;
-    pl->timers_open = 2;
+    pl->timers_open = 3;
+    struct delivery_ctx *dc = &pl->dctx;
+    dc->cmd = pl->cmd;
+    dc->keys = (struct settle_keys){ cfg->prefix, cfg->receipts_maxlen, cfg->dead_maxlen,
+                                     cfg->status_ttl_s };
+    dc->apps = cfg->apps;
+    dc->n_apps = cfg->n_apps;
+    dc->templates = cfg->templates;
+    dc->retry_base_ms = cfg->retry_base_ms;
+    dc->retry_cap_ms = cfg->retry_cap_ms;
+    dc->lease_ms = cfg->retry_lease_ms;
+    dc->window = cfg->inflight_window;
+    dc->on_done = on_delivery_done;
+    dc->arg = pl;
+    delivery_ctx_init(dc, loop);
     return pl;
 }
 
 void pipeline_set_templates(struct pipeline *pl, const struct templates *t)
 {
     pl->cfg.templates = t;
+    pl->dctx.templates = t;
 }
 
 static void finish_stop(struct pipeline *pl)
 {
     uv_timer_stop(&pl->stop_timer);
     pl->closed = true;
-    size_t unsettled = 0;
-    for (struct delivery *d = pl->settle_retry; d; d = d->retry_next)
-        unsettled++;
-    if (pl->inflight || unsettled || pl->n_jobs)
-        log_warn("pipeline", "stopping with %zu deliveries in flight, %zu receipts "
-                 "unwritten, %zu entries unacknowledged (they stay pending)",
-                 pl->inflight, unsettled, pl->n_jobs);
-    pl->settle_retry = NULL;
+    size_t unwritten = delivery_ctx_unwritten(&pl->dctx);
+    if (pl->dctx.inflight || unwritten || pl->n_jobs)
+        log_warn("pipeline", "stopping with %zu deliveries in flight, %zu outcomes "
+                 "unwritten, %zu entries unacknowledged (they stay pending; claimed "
+                 "retries return to the schedule when their lease ends)",
+                 pl->dctx.inflight, unwritten, pl->n_jobs);
+    delivery_ctx_abandon(&pl->dctx);
     redis_conn_close(pl->rd);
     redis_conn_close(pl->cmd);
     pl->rd = pl->cmd = NULL;
@@ -1020,7 +719,8 @@ static void on_stop_timer(uv_timer_t *t)
 {
     struct pipeline *pl = t->data;
     pl->stop_waited_ms += 50;
-    bool drained = pl->inflight == 0 && pl->settle_retry == NULL;
+    bool drained = pl->dctx.inflight == 0 && delivery_ctx_unwritten(&pl->dctx) == 0 &&
+                   pl->dctx.n_retries == 0;
     for (struct job *j = pl->jobs; j && drained; j = j->next)
         if (j->refs > 0)
             drained = false;
@@ -1038,17 +738,27 @@ void pipeline_stop(struct pipeline *pl, uint32_t timeout_ms, void (*done)(void *
     pl->stop_arg = arg;
     pl->stop_timeout_ms = timeout_ms;
     uv_timer_stop(&pl->claim_timer);
-    log_info("pipeline", "stopping: %zu deliveries in flight", pl->inflight);
+    pl->dctx.stopping = true;
+    log_info("pipeline", "stopping: %zu deliveries in flight", pl->dctx.inflight);
     uv_timer_start(&pl->stop_timer, on_stop_timer, 0, 50);
 }
 
-static void on_timer_closed(uv_handle_t *h)
+static void on_timer_closed_arg(struct pipeline *pl)
 {
-    struct pipeline *pl = h->data;
     if (--pl->timers_open == 0) {
         free(pl->dead_stream);
         free(pl);
     }
+}
+
+static void on_timer_closed(uv_handle_t *h)
+{
+    on_timer_closed_arg(h->data);
+}
+
+static void on_dctx_closed(void *arg)
+{
+    on_timer_closed_arg(arg);
 }
 
 void pipeline_free(struct pipeline *pl)
@@ -1061,11 +771,12 @@ void pipeline_free(struct pipeline *pl)
         redis_conn_close(pl->cmd);
     uv_close((uv_handle_t *)&pl->claim_timer, on_timer_closed);
     uv_close((uv_handle_t *)&pl->stop_timer, on_timer_closed);
+    delivery_ctx_close(&pl->dctx, on_dctx_closed, pl);
 }
 
 void pipeline_get_stats(const struct pipeline *pl, struct pipeline_stats *out)
 {
     *out = pl->st;
-    out->inflight = pl->inflight;
+    out->inflight = pl->dctx.inflight;
     out->jobs = pl->n_jobs;
 }

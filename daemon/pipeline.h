@@ -34,6 +34,9 @@ struct pipeline_config {
     int status_ttl_s;
     long receipts_maxlen, dead_maxlen;
     size_t inflight_window;      /* deliveries in flight at most */
+    int64_t retry_base_ms;       /* first backoff step (full jitter below it) */
+    int64_t retry_cap_ms;        /* largest backoff step */
+    int64_t retry_lease_ms;      /* how long a claimed retry is ours */
     struct pipeline_app *apps;   /* borrowed, |n_apps| of them */
     size_t n_apps;
     const struct templates *templates; /* borrowed; see pipeline_set_templates */

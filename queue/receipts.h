@@ -1,13 +1,18 @@
 /*
- * Delivery receipts and the per-event status hash.
+ * Settlement writes: delivery receipts, the per-event status hash, and the
+ * durable retry schedule, in one Lua script per settled attempt.
  *
  *   <prefix>receipts                    stream, one entry per settled attempt:
  *       event tenant user device platform app status attempt provider_id
  *       http_status reason latency_ms at
  *   <prefix>{TENANT}:status:EVENTID     hash USER:DEVICE -> status, with a TTL
+ *   <prefix>retry                       zset RETRY_ID -> due time (ms)
+ *   <prefix>retry:lease                 zset RETRY_ID -> lease expiry (ms), claimed
+ *   <prefix>retry:data                  hash RETRY_ID -> JSON of the request to resend
+ *   <prefix>dead                        stream: given-up deliveries (and bad events)
  *
- * Both are written by one Lua script, so a receipt never exists without its
- * status (and the status decides whether a replayed event sends again).
+ * Because receipt, status and schedule change together, a crash can never
+ * leave a delivery both "retrying" and unscheduled, or scheduled twice.
  */
 #ifndef VARSEL_RECEIPTS_H
 #define VARSEL_RECEIPTS_H
@@ -19,7 +24,7 @@
 
 struct receipt {
     const char *event, *tenant, *user, *device, *platform, *app;
-    const char *status;       /* sent, retrying, invalid_token, failed, expired */
+    const char *status;       /* sent, retrying, invalid_token, failed, expired, opened */
     int attempt;              /* from 1 */
     const char *provider_id;  /* apns-id or FCM message name; "" when none */
     int http_status;          /* 0 when no HTTP answer came */
@@ -28,21 +33,57 @@ struct receipt {
     int64_t at_ms;            /* settle time */
 };
 
+enum settle_mode {
+    SETTLE_FINAL = 0,   /* final outcome: forget any retry state */
+    SETTLE_RETRY,       /* schedule (or reschedule) a retry at |due_ms| */
+    SETTLE_GIVE_UP,     /* final, and a dead-letter entry naming the last error */
+};
+
+struct settle_opts {
+    enum settle_mode mode;
+    const char *retry_id;     /* member in the retry sets; NULL = not a retry */
+    int64_t due_ms;           /* SETTLE_RETRY */
+    const char *retry_data;   /* SETTLE_RETRY: JSON stored for the resend */
+    const char *dead_reason;  /* SETTLE_GIVE_UP */
+};
+
+struct settle_keys {
+    const char *prefix;
+    long receipts_maxlen, dead_maxlen;
+    int status_ttl_s;
+};
+
+/* Register the scripts with |c| (once per connection object). */
 void receipts_init(struct redis_conn *c);
 
 /*
- * Write the receipt and set the status field, atomically. |maxlen| caps the
- * receipts stream (approximately), |ttl_s| is the status hash's TTL.
- * Reply: integer 1. Returns 0 or -1 (not connected).
+ * Write the receipt, set the status field and apply |opts| (NULL = final,
+ * not a retry), atomically. Reply: integer 1. Returns 0 or -1 (not
+ * connected; |fn| is then never called).
  */
-int receipts_settle(struct redis_conn *c, const char *prefix, long maxlen, int ttl_s,
-                    const struct receipt *r, redisCallbackFn *fn, void *priv);
+int receipts_settle(struct redis_conn *c, const struct settle_keys *k,
+                    const struct receipt *r, const struct settle_opts *opts,
+                    redisCallbackFn *fn, void *priv);
+
+/*
+ * Claim up to |count| due retries: leases that expired go back to the
+ * schedule first (a process died holding them), then due members move to
+ * the lease set until |now_ms| + |lease_ms|. Reply: array of
+ * [id, data, id, data, ...].
+ */
+int receipts_claim_retries(struct redis_conn *c, const char *prefix, int64_t now_ms,
+                           int64_t lease_ms, int count, redisCallbackFn *fn, void *priv);
+
+/* Extend the lease of retries still in flight here. */
+int receipts_renew_leases(struct redis_conn *c, const char *prefix, int64_t until_ms,
+                          const char *const *ids, size_t n);
 
 /* HGETALL of one event's status hash. */
 int receipts_status_lookup(struct redis_conn *c, const char *prefix, const char *tenant,
                            const char *event_id, redisCallbackFn *fn, void *priv);
 
-/* true for statuses after which a delivery is never sent again. */
-bool receipts_status_is_final(const char *status);
+/* true for statuses after which a delivery is never sent again by a replay:
+ * the final ones, and "retrying" (the retry schedule owns it). */
+bool receipts_status_is_settled(const char *status);
 
 #endif

@@ -48,11 +48,13 @@ def build_events():
     msg = h.message_new([{"user": "kari", "badge": 2}, "ola", {"user": "emma", "badge": 1}],
                         thread="7B-foreldre", sender_name="Lærer Hansen",
                         school_name="Bjølsen skole",
-                        subject="Tur til Frognerseteren fredag")
+                        subject="Tur til Frognerseteren fredag", id="msg-7b-0042")
     rep = h.absence_reported(["kari", "ola"], student="s-nora", student_name="Nora",
-                             reported_by="kari", date="2026-11-30", kind="day")
+                             reported_by="kari", date="2026-11-30", kind="day",
+                             id="absence-nora-2026-11-30")
     alert = h.absence_alert(["kari", "ola"], student="s-nora", student_name="Nora",
-                            date="2026-12-01", priority="high")
+                            date="2026-12-01", priority="high",
+                            id="alert-nora-2026-12-01")
     return [msg, rep, alert]
 
 
@@ -102,7 +104,8 @@ def run(build, root):
 
         section("2. The school's systems publish events (XADD varsel:events)")
         events = build_events()
-        malformed = h.message_new("ola", thread="x", sender_name="Feil", school_name="Feil")
+        malformed = h.message_new("ola", thread="x", sender_name="Feil", school_name="Feil",
+                                  id="msg-broken-1")
         ids = h.publish_many(r, events + [malformed])
         for ev, eid in zip(events + [malformed], ids):
             rcp = ev["recipients"]
@@ -158,7 +161,8 @@ def run(build, root):
         counts = {}
         for x in rcpts:
             counts[x.get("status")] = counts.get(x.get("status"), 0) + 1
-            print(f"  {types.get(x.get('event'), '?'):<17} {x.get('user')}:{x.get('device'):<13}"
+            ud = f"{x.get('user')}:{x.get('device')}"
+            print(f"  {types.get(x.get('event'), '?'):<17} {ud:<18}"
                   f" {x.get('status'):<13} HTTP {x.get('http_status') or '-':<4}"
                   f" {x.get('latency_ms') or '-':>5} ms  apns-id {(x.get('provider_id') or '-')[:8]}…")
         print("  total: " + ", ".join(f"{n} {st}" for st, n in sorted(counts.items())))

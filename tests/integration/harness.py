@@ -764,6 +764,7 @@ class Daemon:
         self.proc = None
         self.returncode = None
         self.starts = 0
+        self._started_at = time.monotonic()
 
     def config_sections(self):
         secs = {
@@ -799,6 +800,7 @@ class Daemon:
     def start(self, wait_ready=True, timeout=30.0):
         self.write_config()
         self.starts += 1
+        self._started_at = time.monotonic()
         logf = open(self.log, "ab")
         logf.write(f"----- start #{self.starts} of {self.name} "
                    f"(consumer {self.consumer}) -----\n".encode())
@@ -821,10 +823,14 @@ class Daemon:
         group was created with.
         """
         r = Redis("127.0.0.1", int(self.redis_url.split(":")[2].split("/")[0]))
+        started = self._started_at
         try:
             def ready():
+                # On a restart the consumer already exists: require that it
+                # was seen (idle reset) after this start.
                 self.check_alive()
-                return any(c.get("name") == self.consumer
+                since_ms = (time.monotonic() - started) * 1000
+                return any(c.get("name") == self.consumer and c.get("idle", 1e12) < since_ms
                            for c in r.xinfo_consumers())
             wait_for(ready, timeout, what=f"{self.name} to join group {GROUP} as "
                      f"consumer {self.consumer}")

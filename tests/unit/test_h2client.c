@@ -582,6 +582,24 @@ TEST(big_body_is_truncated)
     fx_done(&f);
 }
 
+TEST(dns_name_url_with_sni_and_address_rotation)
+{
+    struct fx f;
+    struct h2ts_config sc = { .max_streams = 100 };
+    fx_init(&f, &sc, 1);
+    /* "localhost" may resolve to ::1 first, where nobody listens: the pool
+     * then rotates to 127.0.0.1 after a backoff */
+    snprintf(f.url, sizeof f.url, "https://localhost:%d", h2ts_port(f.srv));
+    fx_pool(&f);
+    submit_n(&f, "/r", 20);
+    RUN_UNTIL(&f, f.n_done == 20, 10000);
+    assert_all_ok(&f);
+    char auth[80];
+    snprintf(auth, sizeof auth, "localhost:%d", h2ts_port(f.srv));
+    ASSERT_STR_EQ(auth, h2ts_stats(f.srv)->authority);
+    fx_done(&f);
+}
+
 TEST(bad_config_is_rejected)
 {
     uv_loop_t loop;
@@ -610,4 +628,5 @@ TEST_MAIN(T(many_requests_one_connection_respect_limit), T(apns_style_limit_one_
           T(close_from_inside_callback_and_chained_submits),
           T(connect_refused_fails_after_window_with_backoff),
           T(tls_verify_failure_is_a_connect_error), T(idle_connection_is_pinged),
-          T(big_body_is_truncated), T(bad_config_is_rejected))
+          T(big_body_is_truncated), T(dns_name_url_with_sni_and_address_rotation),
+          T(bad_config_is_rejected))

@@ -1,0 +1,713 @@
+/*
+ * Deliveries: build -> send -> decide -> settle, and the retry poller.
+ *
+ *   delivery_new      copies who/where (tenant, event, user, device, token),
+ *                     renders the localized text and builds the provider
+ *                     request body once; a retry resends exactly that body.
+ *   delivery_start    hands it to the app's APNs or FCM client.
+ *   on_push_done      decides: sent / invalid_token / failed (permanent) /
+ *                     retry at T (transient, attempts and deadline left) /
+ *                     give up (expired or failed, plus a dead letter).
+ *   settle_write      one Lua script writes receipt, status and the retry
+ *                     schedule together. When Redis is down the settlement
+ *                     waits in ctx->redo and is written when it is back;
+ *                     the job is not acknowledged before that.
+ *   poller            every 200 ms claims due retries into a lease (Lua),
+ *                     while the in-flight window has room, and renews the
+ *                     leases of retries still in flight. A lease that runs
+ *                     out (the process died) puts the retry back.
+ *
+ * Strings of a delivery live in one allocation after the struct.
+ */
+#include "daemon/delivery.h"
+
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "apns/client.h"
+#include "apns/payload.h"
+#include "common/log.h"
+#include "common/util.h"
+#include "daemon/pipeline.h"
+#include "daemon/templates.h"
+#include "fcm/client.h"
+#include "fcm/message.h"
+#include "queue/registry.h"
+
+#define BODY_MAX 4096
+#define POLL_MS 200
+#define CLAIM_MAX 200
+
+enum provider { PROV_NONE = 0, PROV_APNS, PROV_FCM };
+
+struct delivery {
+    struct delivery_ctx *ctx;
+    void *owner;                  /* job, or NULL for a claimed retry */
+    const struct pipeline_app *app;
+    enum provider prov;
+    const char *tenant, *event_id, *event_type, *user, *device, *platform, *app_name,
+        *token, *environment;     /* in |strings| */
+    char *strings;
+    int64_t publish_ms, deadline_ms;
+    int attempt;
+    char retry_id[37];            /* also the apns-id */
+    bool is_retry;                /* holds a lease in the schedule */
+    char *body;                   /* provider request body */
+    size_t body_len;
+    char collapse_id[65];
+    int priority;
+    int64_t expiration;
+    const char *build_error;      /* set when it cannot be sent */
+    /* outcome */
+    const char *status;
+    struct push_result res;
+    enum settle_mode mode;
+    int64_t due_ms;
+    char dead_reason[256];
+    bool settled;
+    bool done;
+    struct delivery *next;        /* ctx->redo */
+    struct delivery *rprev, *rnext; /* ctx->retries */
+};
+
+static void settle_write(struct delivery *d);
+
+/* ---- policy ------------------------------------------------------------ */
+
+int64_t delivery_backoff_ms(int64_t base_ms, int64_t cap_ms, int attempt,
+                            int retry_after_s, double rnd)
+{
+    int64_t ceiling = base_ms;
+    for (int i = 1; i < attempt && ceiling < cap_ms; i++)
+        ceiling *= 2;
+    if (ceiling > cap_ms)
+        ceiling = cap_ms;
+    int64_t d = (int64_t)(rnd * (double)ceiling);
+    if (retry_after_s > 0 && d < (int64_t)retry_after_s * 1000)
+        d = (int64_t)retry_after_s * 1000;
+    return d;
+}
+
+int64_t delivery_default_ttl_s(enum event_type t)
+{
+    switch (t) {
+    case EVENT_ABSENCE_ALERT: return 8 * 3600;
+    case EVENT_ABSENCE_REPORTED: return 24 * 3600;
+    case EVENT_TIMETABLE_CHANGED: return 24 * 3600;
+    default: return 7 * 24 * 3600;
+    }
+}
+
+static double rnd01(void)
+{
+    return (double)(rand() & 0x7fffffff) / 2147483648.0;
+}
+
+/* ---- construction ------------------------------------------------------ */
+
+static const struct pipeline_app *find_app(const struct delivery_ctx *ctx, const char *name)
+{
+    for (size_t i = 0; name && i < ctx->n_apps; i++)
+        if (strcmp(ctx->apps[i].name, name) == 0)
+            return &ctx->apps[i];
+    return NULL;
+}
+
+/* Copy |n| strings into one buffer; dst[i] point into it. */
+static char *pack_strings(const char **dst[], const char *const src[], size_t n)
+{
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++)
+        total += strlen(src[i] ? src[i] : "") + 1;
+    char *buf = xmalloc(total), *p = buf;
+    for (size_t i = 0; i < n; i++) {
+        size_t l = strlen(src[i] ? src[i] : "");
+        memcpy(p, src[i] ? src[i] : "", l + 1);
+        *dst[i] = p;
+        p += l + 1;
+    }
+    return buf;
+}
+
+static struct delivery *alloc_delivery(struct delivery_ctx *ctx, void *owner,
+                                       const char *const ids[9])
+{
+    struct delivery *d = xcalloc(1, sizeof *d);
+    d->ctx = ctx;
+    d->owner = owner;
+    const char **dst[9] = { &d->tenant, &d->event_id, &d->event_type, &d->user,
+                            &d->device, &d->platform, &d->app_name, &d->token,
+                            &d->environment };
+    d->strings = pack_strings(dst, ids, 9);
+    d->app = find_app(ctx, d->app_name);
+    if (strcmp(d->platform, "ios") == 0)
+        d->prov = d->app && d->app->apns ? PROV_APNS : PROV_NONE;
+    else if (strcmp(d->platform, "android") == 0)
+        d->prov = d->app && d->app->fcm ? PROV_FCM : PROV_NONE;
+    ctx->st.created++;
+    return d;
+}
+
+static void thread_of(const struct event *ev, char *out, size_t outlen)
+{
+    const char *student = event_field(ev, "student");
+    if (ev->thread)
+        snprintf(out, outlen, "%s", ev->thread);
+    else if (student)
+        snprintf(out, outlen, "student-%s", student);
+    else
+        snprintf(out, outlen, "%s", event_type_name(ev->type));
+}
+
+static int badge_of(const struct event *ev, const char *user)
+{
+    for (size_t i = 0; i < ev->n_recipients; i++)
+        if (strcmp(ev->recipients[i].user, user) == 0)
+            return ev->recipients[i].badge;
+    return -1;
+}
+
+static int apns_priority(const struct event *ev)
+{
+    if (ev->priority == EVENT_PRIORITY_HIGH)
+        return 10;
+    if (ev->priority == EVENT_PRIORITY_NORMAL)
+        return 5;
+    return ev->type == EVENT_TIMETABLE_CHANGED ? 5 : 10;
+}
+
+/* apns-collapse-id: the event id when it fits 64 bytes, else its SHA-256. */
+static void collapse_id(const char *event_id, char out[65])
+{
+    size_t n = strlen(event_id);
+    if (n <= 64)
+        memcpy(out, event_id, n + 1);
+    else
+        sha256_hex(event_id, n, out);
+}
+
+static void build_body(struct delivery *d, const struct event *ev, const char *title,
+                       const char *body)
+{
+    char thread[160];
+    thread_of(ev, thread, sizeof thread);
+    char buf[BODY_MAX + 1024];
+    size_t len = 0;
+    if (d->prov == PROV_APNS) {
+        struct apns_notification n = {
+            .title = title, .body = body, .badge = badge_of(ev, d->user),
+            .thread_id = thread,
+            .interruption_level = ev->type == EVENT_ABSENCE_ALERT ? "time-sensitive" : NULL,
+            .sound = "default", .event_id = ev->id, .event_type = d->event_type,
+            .tenant = ev->tenant,
+        };
+        if (apns_payload_build(&n, BODY_MAX, buf, sizeof buf, &len) != 0) {
+            d->build_error = "payload does not fit 4096 bytes";
+            return;
+        }
+    } else {
+        int64_t left = (d->deadline_ms - now_ms()) / 1000;
+        bool high = ev->priority == EVENT_PRIORITY_HIGH ||
+                    (ev->priority == EVENT_PRIORITY_DEFAULT &&
+                     (ev->type == EVENT_ABSENCE_ALERT || ev->type == EVENT_MESSAGE_NEW));
+        struct fcm_notification n = {
+            .token = d->token, .title = title, .body = body, .event_id = ev->id,
+            .event_type = d->event_type, .tenant = ev->tenant, .thread = thread,
+            .high_priority = high, .ttl_s = left > 0 ? left : 0,
+            /* A newer message in the thread (or a replay) replaces the one
+             * shown; for every other type a replay replaces, not stacks. */
+            .collapse_key = ev->type == EVENT_MESSAGE_NEW && ev->thread ? ev->thread : ev->id,
+            .channel_id = fcm_message_channel(d->event_type),
+        };
+        if (fcm_message_build(&n, BODY_MAX, buf, sizeof buf, &len) != 0) {
+            d->build_error = "message does not fit 4096 bytes";
+            return;
+        }
+    }
+    d->body = xstrndup(buf, len);
+    d->body_len = len;
+}
+
+struct delivery *delivery_new(struct delivery_ctx *ctx, void *owner, const struct event *ev,
+                              int64_t publish_ms, const char *user,
+                              const struct registry_device *dev)
+{
+    const char *ids[9] = { ev->tenant, ev->id, event_type_name(ev->type), user,
+                           dev->device, dev->platform, dev->app, dev->token,
+                           dev->environment ? dev->environment : "production" };
+    struct delivery *d = alloc_delivery(ctx, owner, ids);
+    d->attempt = 1;
+    d->publish_ms = publish_ms;
+    int64_t ttl = ev->ttl_s >= 0 ? ev->ttl_s : delivery_default_ttl_s(ev->type);
+    d->deadline_ms = publish_ms + ttl * 1000;
+    d->expiration = d->deadline_ms / 1000;
+    d->priority = apns_priority(ev);
+    collapse_id(ev->id, d->collapse_id);
+    char name[600];
+    int nl = snprintf(name, sizeof name, "%s|%s|%s|%s", ev->tenant, ev->id, user, dev->device);
+    uuid_from_name(name, (size_t)(nl < (int)sizeof name ? nl : (int)sizeof name - 1),
+                   d->retry_id);
+    if (d->app == NULL) {
+        d->build_error = "unknown app";
+        return d;
+    }
+    if (d->prov == PROV_NONE) {
+        d->build_error = "app has no credentials for this platform";
+        return d;
+    }
+    char *title = NULL, *text = NULL;
+    const char *locale = templates_resolve_locale(dev->locale, NULL);
+    if (templates_render(ctx->templates, ev, locale, &title, &text) != 0) {
+        d->build_error = "template rendering failed";
+        return d;
+    }
+    build_body(d, ev, title, text);
+    free(title);
+    free(text);
+    return d;
+}
+
+void *delivery_owner(const struct delivery *d) { return d->owner; }
+bool delivery_settled(const struct delivery *d) { return d->settled; }
+const char *delivery_status(const struct delivery *d) { return d->status; }
+
+void delivery_free(struct delivery *d)
+{
+    if (d == NULL)
+        return;
+    free(d->strings);
+    free(d->body);
+    free(d);
+}
+
+/* ---- retries in flight (claimed from the schedule) ---------------------- */
+
+static void retry_list_add(struct delivery *d)
+{
+    struct delivery_ctx *ctx = d->ctx;
+    d->rnext = ctx->retries;
+    if (ctx->retries)
+        ctx->retries->rprev = d;
+    ctx->retries = d;
+    ctx->n_retries++;
+}
+
+static void retry_list_del(struct delivery *d)
+{
+    struct delivery_ctx *ctx = d->ctx;
+    if (d->rprev)
+        d->rprev->rnext = d->rnext;
+    else if (ctx->retries == d)
+        ctx->retries = d->rnext;
+    if (d->rnext)
+        d->rnext->rprev = d->rprev;
+    d->rprev = d->rnext = NULL;
+    ctx->n_retries--;
+}
+
+/* The delivery's business is over: tell the owner or free it. */
+static void finish(struct delivery *d)
+{
+    d->done = true;
+    if (d->owner) {
+        d->ctx->on_done(d, d->ctx->arg);
+        return;
+    }
+    retry_list_del(d);
+    delivery_free(d);
+}
+
+/* ---- sending and deciding ------------------------------------------------ */
+
+static void settle_as(struct delivery *d, const char *status, enum settle_mode mode)
+{
+    d->status = status;
+    d->mode = mode;
+    settle_write(d);
+}
+
+static void on_push_done(const struct push_result *r, void *user);
+
+void delivery_start(struct delivery *d)
+{
+    struct delivery_ctx *ctx = d->ctx;
+    if (d->build_error) {
+        memset(&d->res, 0, sizeof d->res);
+        d->res.token_timestamp_ms = -1;
+        snprintf(d->res.reason, sizeof d->res.reason, "%s", d->build_error);
+        settle_as(d, "failed", SETTLE_FINAL);
+        return;
+    }
+    char tk[24];
+    log_debug("deliver", "%s/%s -> %s/%s %s attempt %d token %s", d->tenant, d->event_id,
+              d->user, d->device, d->platform, d->attempt, log_token(d->token, tk, sizeof tk));
+    int rc;
+    if (d->prov == PROV_APNS) {
+        struct apns_request req = {
+            .token = d->token,
+            .sandbox = strcmp(d->environment, "sandbox") == 0,
+            .apns_id = d->retry_id,
+            .collapse_id = d->collapse_id,
+            .priority = d->priority,
+            .expiration = d->expiration,
+            .push_type = "alert",
+            .payload = d->body,
+            .payload_len = d->body_len,
+        };
+        rc = apns_client_send(d->app->apns, &req, on_push_done, d);
+    } else {
+        rc = fcm_client_send(d->app->fcm, d->body, d->body_len, on_push_done, d);
+    }
+    if (rc != 0) {
+        memset(&d->res, 0, sizeof d->res);
+        d->res.token_timestamp_ms = -1;
+        snprintf(d->res.reason, sizeof d->res.reason, "provider client closing");
+        /* Not settled: a job's entry stays pending, a retry's lease expires. */
+        finish(d);
+        return;
+    }
+    ctx->inflight++;
+}
+
+static void decide(struct delivery *d)
+{
+    struct delivery_ctx *ctx = d->ctx;
+    const struct push_result *r = &d->res;
+    switch (r->outcome) {
+    case PUSH_SENT:
+        settle_as(d, "sent", SETTLE_FINAL);
+        return;
+    case PUSH_INVALID_TOKEN:
+        if (registry_remove_token(ctx->cmd, ctx->keys.prefix, d->tenant, d->user, d->device,
+                                  d->app_name, d->token, r->token_timestamp_ms,
+                                  NULL, NULL) != 0)
+            log_warn("registry", "could not remove a dead token now (Redis down)");
+        settle_as(d, "invalid_token", SETTLE_FINAL);
+        return;
+    case PUSH_PERMANENT:
+        settle_as(d, "failed", SETTLE_FINAL);
+        return;
+    case PUSH_TRANSIENT:
+        break;
+    }
+    int64_t now = now_ms();
+    int max_attempts = d->app ? d->app->retry_max_attempts : 1;
+    if (now >= d->deadline_ms) {
+        snprintf(d->dead_reason, sizeof d->dead_reason,
+                 "expired after %d attempt%s; last error: %d %s", d->attempt,
+                 d->attempt == 1 ? "" : "s", r->http_status, r->reason);
+        settle_as(d, "expired", SETTLE_GIVE_UP);
+        return;
+    }
+    if (d->attempt >= max_attempts) {
+        snprintf(d->dead_reason, sizeof d->dead_reason,
+                 "gave up after %d attempts; last error: %d %s", d->attempt,
+                 r->http_status, r->reason);
+        settle_as(d, "failed", SETTLE_GIVE_UP);
+        return;
+    }
+    int64_t wait = delivery_backoff_ms(ctx->retry_base_ms, ctx->retry_cap_ms, d->attempt,
+                                       r->retry_after_s, rnd01());
+    d->due_ms = now + wait;
+    if (d->due_ms >= d->deadline_ms) {
+        snprintf(d->dead_reason, sizeof d->dead_reason,
+                 "expired: next retry would come after the deadline; last error: %d %s",
+                 r->http_status, r->reason);
+        settle_as(d, "expired", SETTLE_GIVE_UP);
+        return;
+    }
+    settle_as(d, "retrying", SETTLE_RETRY);
+}
+
+static void on_push_done(const struct push_result *r, void *user)
+{
+    struct delivery *d = user;
+    struct delivery_ctx *ctx = d->ctx;
+    ctx->inflight--;
+    d->res = *r;
+    if (ctx->closed) {
+        finish(d);
+        return;
+    }
+    if (r->outcome != PUSH_SENT) {
+        char tk[24];
+        log_info("deliver", "%s/%s %s/%s token %s attempt %d: %s (%d %s)", d->tenant,
+                 d->event_id, d->user, d->device, log_token(d->token, tk, sizeof tk),
+                 d->attempt, push_outcome_name(r->outcome), r->http_status, r->reason);
+    }
+    decide(d);
+}
+
+/* ---- settlement ---------------------------------------------------------- */
+
+static char *retry_data(const struct delivery *d)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "tenant", d->tenant);
+    cJSON_AddStringToObject(o, "event", d->event_id);
+    cJSON_AddStringToObject(o, "type", d->event_type);
+    cJSON_AddStringToObject(o, "user", d->user);
+    cJSON_AddStringToObject(o, "device", d->device);
+    cJSON_AddStringToObject(o, "platform", d->platform);
+    cJSON_AddStringToObject(o, "app", d->app_name);
+    cJSON_AddStringToObject(o, "token", d->token);
+    cJSON_AddStringToObject(o, "environment", d->environment);
+    cJSON_AddNumberToObject(o, "attempt", d->attempt);
+    cJSON_AddNumberToObject(o, "published", (double)d->publish_ms);
+    cJSON_AddNumberToObject(o, "deadline", (double)d->deadline_ms);
+    cJSON_AddStringToObject(o, "collapse_id", d->collapse_id);
+    cJSON_AddNumberToObject(o, "priority", d->priority);
+    cJSON_AddNumberToObject(o, "expiration", (double)d->expiration);
+    cJSON_AddStringToObject(o, "last_error", d->res.reason);
+    cJSON_AddStringToObject(o, "body", d->body ? d->body : "");
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return s;
+}
+
+static void on_settled(redisAsyncContext *ac, void *reply_, void *priv)
+{
+    struct delivery *d = priv;
+    struct delivery_ctx *ctx = d->ctx;
+    redisReply *reply = reply_;
+    if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+        if (ctx->closed) {
+            finish(d);
+            return;
+        }
+        ctx->st.settle_write_failures++;
+        log_warn("deliver", "writing the outcome of %s/%s %s/%s failed (%s); will retry",
+                 d->tenant, d->event_id, d->user, d->device,
+                 reply ? reply->str : "connection lost");
+        d->next = ctx->redo;
+        ctx->redo = d;
+        return;
+    }
+    d->settled = true;
+    if (strcmp(d->status, "sent") == 0)
+        ctx->st.sent++;
+    else if (strcmp(d->status, "invalid_token") == 0)
+        ctx->st.invalid_token++;
+    else if (strcmp(d->status, "retrying") == 0)
+        ctx->st.retries_scheduled++;
+    else if (strcmp(d->status, "expired") == 0)
+        ctx->st.expired++;
+    else
+        ctx->st.failed++;
+    if (d->mode == SETTLE_GIVE_UP) {
+        ctx->st.gave_up++;
+        log_warn("deliver", "%s/%s %s/%s: %s", d->tenant, d->event_id, d->user, d->device,
+                 d->dead_reason);
+    }
+    finish(d);
+}
+
+static void settle_write(struct delivery *d)
+{
+    struct delivery_ctx *ctx = d->ctx;
+    int64_t now = now_ms();
+    struct receipt rc = {
+        .event = d->event_id, .tenant = d->tenant, .user = d->user, .device = d->device,
+        .platform = d->platform, .app = d->app_name, .status = d->status,
+        .attempt = d->attempt, .provider_id = d->res.provider_id,
+        .http_status = d->res.http_status, .reason = d->res.reason,
+        .latency_ms = now - d->publish_ms, .at_ms = now,
+    };
+    char *data = d->mode == SETTLE_RETRY ? retry_data(d) : NULL;
+    struct settle_opts opts = {
+        .mode = d->mode,
+        /* A first attempt has no schedule entry unless it is being created. */
+        .retry_id = d->is_retry || d->mode == SETTLE_RETRY ? d->retry_id : NULL,
+        .due_ms = d->due_ms,
+        .retry_data = data,
+        .dead_reason = d->dead_reason,
+    };
+    int rc2 = receipts_settle(ctx->cmd, &ctx->keys, &rc, &opts, on_settled, d);
+    if (data)
+        cJSON_free(data);
+    if (rc2 != 0) {
+        /* Redis is down: keep the outcome and write it when it is back. */
+        d->next = ctx->redo;
+        ctx->redo = d;
+    }
+}
+
+void delivery_ctx_flush(struct delivery_ctx *ctx)
+{
+    struct delivery *d = ctx->redo;
+    ctx->redo = NULL;
+    while (d) {
+        struct delivery *next = d->next;
+        d->next = NULL;
+        settle_write(d);
+        d = next;
+    }
+}
+
+void delivery_ctx_abandon(struct delivery_ctx *ctx)
+{
+    ctx->closed = true;
+    struct delivery *d = ctx->redo;
+    ctx->redo = NULL;
+    while (d) {
+        struct delivery *next = d->next;
+        d->next = NULL;
+        finish(d);
+        d = next;
+    }
+}
+
+size_t delivery_ctx_unwritten(const struct delivery_ctx *ctx)
+{
+    size_t n = 0;
+    for (const struct delivery *d = ctx->redo; d; d = d->next)
+        n++;
+    return n;
+}
+
+/* ---- the retry poller ---------------------------------------------------- */
+
+static const char *jstr(const cJSON *o, const char *k)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static int64_t jnum(const cJSON *o, const char *k)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsNumber(v) ? (int64_t)v->valuedouble : 0;
+}
+
+static struct delivery *from_retry_data(struct delivery_ctx *ctx, const char *id,
+                                        const char *json, size_t len)
+{
+    cJSON *o = cJSON_ParseWithLength(json, len);
+    if (!cJSON_IsObject(o)) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    const char *ids[9] = { jstr(o, "tenant"), jstr(o, "event"), jstr(o, "type"),
+                           jstr(o, "user"), jstr(o, "device"), jstr(o, "platform"),
+                           jstr(o, "app"), jstr(o, "token"), jstr(o, "environment") };
+    const char *body = jstr(o, "body");
+    for (int i = 0; i < 9; i++) {
+        if (ids[i] == NULL) {
+            cJSON_Delete(o);
+            return NULL;
+        }
+    }
+    struct delivery *d = alloc_delivery(ctx, NULL, ids);
+    d->is_retry = true;
+    snprintf(d->retry_id, sizeof d->retry_id, "%s", id);
+    d->attempt = (int)jnum(o, "attempt") + 1;
+    d->publish_ms = jnum(o, "published");
+    d->deadline_ms = jnum(o, "deadline");
+    d->priority = (int)jnum(o, "priority");
+    d->expiration = jnum(o, "expiration");
+    snprintf(d->collapse_id, sizeof d->collapse_id, "%s",
+             jstr(o, "collapse_id") ? jstr(o, "collapse_id") : "");
+    snprintf(d->res.reason, sizeof d->res.reason, "%s",
+             jstr(o, "last_error") ? jstr(o, "last_error") : "");
+    if (body && body[0]) {
+        d->body = xstrdup(body);
+        d->body_len = strlen(body);
+    } else {
+        d->build_error = "retry without a request body";
+    }
+    if (d->app == NULL)
+        d->build_error = "unknown app";
+    else if (d->prov == PROV_NONE)
+        d->build_error = "app has no credentials for this platform";
+    cJSON_Delete(o);
+    return d;
+}
+
+static void on_claimed(redisAsyncContext *ac, void *reply_, void *priv)
+{
+    struct delivery_ctx *ctx = priv;
+    redisReply *reply = reply_;
+    ctx->claiming = false;
+    if (ctx->closed || reply == NULL)
+        return;
+    if (reply->type != REDIS_REPLY_ARRAY) {
+        if (reply->type == REDIS_REPLY_ERROR)
+            log_warn("retry", "claiming retries failed: %s", reply->str);
+        return;
+    }
+    for (size_t i = 0; i + 1 < reply->elements; i += 2) {
+        const redisReply *id = reply->element[i], *data = reply->element[i + 1];
+        if (id->type != REDIS_REPLY_STRING || data->type != REDIS_REPLY_STRING)
+            continue;
+        struct delivery *d = from_retry_data(ctx, id->str, data->str, data->len);
+        if (d == NULL) {
+            log_error("retry", "unreadable retry entry %s; dropping it", id->str);
+            continue;
+        }
+        ctx->st.retries_claimed++;
+        retry_list_add(d);
+        log_debug("retry", "%s/%s %s/%s: attempt %d", d->tenant, d->event_id, d->user,
+                  d->device, d->attempt);
+        delivery_start(d);
+    }
+}
+
+static void on_poll(uv_timer_t *t)
+{
+    struct delivery_ctx *ctx = t->data;
+    if (ctx->closed || !redis_conn_ready(ctx->cmd))
+        return;
+    uint64_t now = mono_ms();
+    if (ctx->n_retries > 0 && now - ctx->last_renew_ms >= (uint64_t)ctx->lease_ms / 3) {
+        const char **ids = xmalloc(ctx->n_retries * sizeof *ids);
+        size_t n = 0;
+        for (struct delivery *d = ctx->retries; d; d = d->rnext)
+            ids[n++] = d->retry_id;
+        receipts_renew_leases(ctx->cmd, ctx->keys.prefix, now_ms() + ctx->lease_ms, ids, n);
+        free(ids);
+        ctx->last_renew_ms = now;
+    }
+    if (ctx->stopping || ctx->claiming || ctx->inflight >= ctx->window)
+        return;
+    size_t room = ctx->window - ctx->inflight;
+    int count = room > CLAIM_MAX ? CLAIM_MAX : (int)room;
+    if (receipts_claim_retries(ctx->cmd, ctx->keys.prefix, now_ms(), ctx->lease_ms, count,
+                               on_claimed, ctx) == 0)
+        ctx->claiming = true;
+}
+
+void delivery_ctx_init(struct delivery_ctx *ctx, uv_loop_t *loop)
+{
+    ctx->loop = loop;
+    uv_timer_init(loop, &ctx->timer);
+    ctx->timer.data = ctx;
+    ctx->last_renew_ms = mono_ms();
+    uv_timer_start(&ctx->timer, on_poll, POLL_MS, POLL_MS);
+}
+
+struct close_req {
+    void (*done)(void *);
+    void *arg;
+};
+
+static void on_timer_closed(uv_handle_t *h)
+{
+    struct close_req *c = h->data;
+    void (*done)(void *) = c->done;
+    void *arg = c->arg;
+    free(c);
+    if (done)
+        done(arg);
+}
+
+void delivery_ctx_close(struct delivery_ctx *ctx, void (*done)(void *arg), void *arg)
+{
+    struct close_req *c = xmalloc(sizeof *c);
+    c->done = done;
+    c->arg = arg;
+    uv_timer_stop(&ctx->timer);
+    ctx->timer.data = c;
+    uv_close((uv_handle_t *)&ctx->timer, on_timer_closed);
+}
