@@ -27,6 +27,7 @@
 #include <arpa/inet.h>
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -141,8 +142,22 @@ static int alpn_select_cb(SSL *ssl, const unsigned char **out, unsigned char *ou
     return SSL_TLSEXT_ERR_NOACK;
 }
 
+/*
+ * libuv writes with write(2), so a write to a socket the peer has reset
+ * raises SIGPIPE, whose default action kills the process. Every program
+ * using this module needs it ignored; creating any TLS context does that
+ * (process-wide, idempotent) unless a handler is already installed.
+ */
+static void ignore_sigpipe(void)
+{
+    struct sigaction old;
+    if (sigaction(SIGPIPE, NULL, &old) == 0 && old.sa_handler == SIG_DFL)
+        signal(SIGPIPE, SIG_IGN);
+}
+
 static SSL_CTX *ctx_common(const SSL_METHOD *method, char *err, size_t errlen)
 {
+    ignore_sigpipe();
     SSL_CTX *ctx = SSL_CTX_new(method);
     if (ctx == NULL) {
         ssl_err_text("SSL_CTX_new", err, errlen);

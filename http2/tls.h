@@ -10,6 +10,10 @@
  * handle's close callback, so the user must drop its pointer in on_close and
  * never touch it again. Calling tls_conn_close() from inside any callback is
  * allowed.
+ *
+ * Creating a context (tls_client_ctx_new / tls_server_ctx_new) sets SIGPIPE
+ * to SIG_IGN if it still has the default action: libuv writes with write(2)
+ * and a peer reset must not kill the process.
  */
 #ifndef VARSEL_TLS_H
 #define VARSEL_TLS_H

@@ -287,8 +287,8 @@ static const char *verify_jwt(const struct sbx_apns_config *cfg, const char *jwt
         !cJSON_IsString(kid) || !cJSON_IsString(iss) || !cJSON_IsNumber(iat))
         goto out;
     double iatd = iat->valuedouble;
-    if (iatd != (double)(int64_t)iatd || iatd < 0)
-        goto out;
+    if (!(iatd >= 0 && iatd < 1e15) || iatd != (double)(int64_t)iatd)
+        goto out; /* negative, fractional, absurd (also NaN) */
     const struct sbx_apns_key *key = find_key(cfg, kid->valuestring);
     if (key == NULL || key->pub == NULL)
         goto out;

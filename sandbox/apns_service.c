@@ -215,18 +215,17 @@ static void on_request(void *ctx, struct sbx_conn *c, void *state,
         sbx_conn_requests(c) == s->opt.faults->goaway_every)
         sbx_conn_goaway(c, req->stream_id, NGHTTP2_NO_ERROR, "{\"reason\":\"Shutdown\"}");
 
-    char tokshort[24];
-    char tok[80];
-    snprintf(tok, sizeof tok, "%.*s", (int)(res.token_len > 64 ? 64 : res.token_len),
-             res.token ? res.token : "");
-    log_token(res.token ? tok : NULL, tokshort, sizeof tokshort);
+    /* Logs carry the first 8 characters of the token only. */
+    char tok[9] = "";
+    if (res.token)
+        snprintf(tok, sizeof tok, "%.*s", (int)(res.token_len < 8 ? res.token_len : 8), res.token);
     if (resp->action != SBX_ACT_REPLY)
-        log_info("apns", "conn %llu stream %d token %s: fault %s",
-                 (unsigned long long)req->conn_id, req->stream_id, tokshort, fault_name);
+        log_info("apns", "conn %llu stream %d token %s...: fault %s",
+                 (unsigned long long)req->conn_id, req->stream_id, tok, fault_name);
     else if (status != 200)
-        log_info("apns", "conn %llu stream %d token %s: %d %s%s%s",
-                 (unsigned long long)req->conn_id, req->stream_id, tokshort, status,
-                 reason ? reason : "", fault ? " (fault)" : "", "");
+        log_info("apns", "conn %llu stream %d token %s...: %d %s%s",
+                 (unsigned long long)req->conn_id, req->stream_id, tok, status,
+                 reason ? reason : "", fault ? " (fault)" : "");
 
     /* The reply. The server copies headers and body before we return. */
     char *body = s->reply_body, *retry_buf = s->reply_retry, *unique_id = s->reply_unique_id;

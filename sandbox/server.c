@@ -764,12 +764,12 @@ void sbx_server_shutdown(struct sbx_server *srv, void (*done)(void *), void *arg
     for (struct listener *l = srv->listeners; l; l = l->next)
         if (!uv_is_closing((uv_handle_t *)&l->tcp))
             uv_close((uv_handle_t *)&l->tcp, on_listener_closed);
+    /* tls_conn_close never calls on_close synchronously: the list is stable.
+     * Connections already closing get their on_close later anyway. */
     for (struct sbx_conn *c = srv->conns; c; c = c->next) {
         if (c->tls && !c->closing) {
             c->closing = true;
             tls_conn_close(c->tls, 0, "sandbox shutting down");
-        } else if (c->tls && c->closing) {
-            /* already closing; its on_close will come */
         }
     }
     if (srv->live_handles == 0 && done)

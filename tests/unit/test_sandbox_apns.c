@@ -442,6 +442,17 @@ TEST(invalid_provider_tokens)
     set_auth(&q, t);
     free(t);
     EXPECT(&q, "InvalidProviderToken", 403);
+    /* Fractional and absurd iat values. */
+    t = jws_compact_sign("ES256", keys[0].pub, "{\"alg\":\"ES256\",\"kid\":\"KEY0000001\"}",
+                         "{\"iss\":\"TEAM000001\",\"iat\":1799999999.5}");
+    set_auth(&q, t);
+    free(t);
+    EXPECT(&q, "InvalidProviderToken", 403);
+    t = jws_compact_sign("ES256", keys[0].pub, "{\"alg\":\"ES256\",\"kid\":\"KEY0000001\"}",
+                         "{\"iss\":\"TEAM000001\",\"iat\":1e30}");
+    set_auth(&q, t);
+    free(t);
+    EXPECT(&q, "InvalidProviderToken", 403);
     /* Wrong alg in the header. */
     t = jws_compact_sign("ES256", keys[0].pub, "{\"alg\":\"ES384\",\"kid\":\"KEY0000001\"}",
                          "{\"iss\":\"TEAM000001\",\"iat\":1800000000}");
