@@ -161,14 +161,6 @@ static void thread_of(const struct event *ev, char *out, size_t outlen)
         snprintf(out, outlen, "%s", event_type_name(ev->type));
 }
 
-static int badge_of(const struct event *ev, const char *user)
-{
-    for (size_t i = 0; i < ev->n_recipients; i++)
-        if (strcmp(ev->recipients[i].user, user) == 0)
-            return ev->recipients[i].badge;
-    return -1;
-}
-
 static int apns_priority(const struct event *ev)
 {
     if (ev->priority == EVENT_PRIORITY_HIGH)
@@ -188,8 +180,8 @@ static void collapse_id(const char *event_id, char out[65])
         sha256_hex(event_id, n, out);
 }
 
-static void build_body(struct delivery *d, const struct event *ev, const char *title,
-                       const char *body)
+static void build_body(struct delivery *d, const struct event *ev, int badge,
+                       const char *title, const char *body)
 {
     char thread[160];
     thread_of(ev, thread, sizeof thread);
@@ -197,7 +189,7 @@ static void build_body(struct delivery *d, const struct event *ev, const char *t
     size_t len = 0;
     if (d->prov == PROV_APNS) {
         struct apns_notification n = {
-            .title = title, .body = body, .badge = badge_of(ev, d->user),
+            .title = title, .body = body, .badge = badge,
             .thread_id = thread,
             .interruption_level = ev->type == EVENT_ABSENCE_ALERT ? "time-sensitive" : NULL,
             .sound = "default", .event_id = ev->id, .event_type = d->event_type,
@@ -231,7 +223,7 @@ static void build_body(struct delivery *d, const struct event *ev, const char *t
 }
 
 struct delivery *delivery_new(struct delivery_ctx *ctx, void *owner, const struct event *ev,
-                              int64_t publish_ms, const char *user,
+                              int64_t publish_ms, const char *user, int badge,
                               const struct registry_device *dev)
 {
     const char *ids[9] = { ev->tenant, ev->id, event_type_name(ev->type), user,
@@ -263,7 +255,7 @@ struct delivery *delivery_new(struct delivery_ctx *ctx, void *owner, const struc
         d->build_error = "template rendering failed";
         return d;
     }
-    build_body(d, ev, title, text);
+    build_body(d, ev, badge, title, text);
     free(title);
     free(text);
     return d;

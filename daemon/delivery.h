@@ -73,11 +73,11 @@ size_t delivery_ctx_unwritten(const struct delivery_ctx *ctx);
 
 /*
  * Build the delivery of |ev| (published at |publish_ms|) to |user|'s device
- * |dev| (copied). Rendering or size problems do not fail here: the
+ * |dev| (copied); |badge| is the recipient's unread count or -1. Rendering or size problems do not fail here: the
  * delivery then settles as "failed" with the reason when started.
  */
 struct delivery *delivery_new(struct delivery_ctx *ctx, void *owner, const struct event *ev,
-                              int64_t publish_ms, const char *user,
+                              int64_t publish_ms, const char *user, int badge,
                               const struct registry_device *dev);
 
 /* Send it (or settle it at once when it cannot be sent). */

@@ -37,9 +37,11 @@
 #include "queue/stream.h"
 
 
+#define SLICE_USERS 256  /* recipients looked up at a time */
+
 struct job;
 
-enum job_stage { JOB_NEW, JOB_LOOKUP, JOB_SENDING, JOB_ACKING, JOB_DONE };
+enum job_stage { JOB_NEW, JOB_SENDING, JOB_ACKING, JOB_DONE };
 
 struct job {
     struct pipeline *pl;
@@ -49,18 +51,20 @@ struct job {
     enum job_stage stage;
     int refs;                    /* outstanding callbacks that reference it */
     bool redis_failed;           /* a lookup failed: release without ack */
-    /* lookup */
-    const char **users;          /* distinct recipients (borrowed strings) */
+    /* expansion, a slice of recipients at a time */
+    struct event_recipient *users; /* distinct recipients, sorted (borrowed strings) */
     size_t n_users;
-    size_t lookup_next;          /* index of the next reply (0 = status) */
-    char **final_keys;           /* "user:device" already final, sorted */
+    size_t next_user;            /* first recipient not yet looked up */
+    size_t slice_base, slice_len, slice_replies;
+    bool slice_busy;             /* device lookups of a slice outstanding */
+    char **final_keys;           /* "user:device" already settled, sorted */
     size_t n_final;
-    struct registry_device **devs; /* per user: array of devices */
+    struct registry_device **devs; /* per slice user: its devices */
     size_t *n_devs;
-    /* delivery */
-    struct delivery **dl;
-    size_t n_dl;
-    size_t unsettled;
+    /* deliveries */
+    size_t outstanding;          /* created, not yet done */
+    size_t n_created;
+    bool unsettled_lost;         /* a delivery or slice ended without a written outcome */
 };
 
 struct pipeline {
@@ -89,6 +93,7 @@ struct pipeline {
 static void maybe_read(struct pipeline *pl);
 static void job_release(struct job *j);
 static void job_check_done(struct job *j);
+static void job_send_slice(struct job *j);
 
 /* ---- jobs ------------------------------------------------------------- */
 
@@ -124,15 +129,12 @@ static void job_free(struct job *j)
     if (j->next)
         j->next->prev = j->prev;
     pl->n_jobs--;
-    for (size_t i = 0; i < j->n_dl; i++)
-        delivery_free(j->dl[i]);
-    free(j->dl);
     for (size_t i = 0; i < j->n_final; i++)
         free(j->final_keys[i]);
     free(j->final_keys);
     if (j->devs) {
-        for (size_t u = 0; u < j->n_users; u++) {
-            for (size_t k = 0; k < j->n_devs[u]; k++)
+        for (size_t u = 0; u < SLICE_USERS; u++) {
+            for (size_t k = 0; j->devs[u] && k < j->n_devs[u]; k++)
                 registry_device_clear(&j->devs[u][k]);
             free(j->devs[u]);
         }
@@ -259,128 +261,185 @@ static bool is_final(const struct job *j, const char *user, const char *device)
     return bsearch(&k, j->final_keys, j->n_final, sizeof *j->final_keys, cmp_str) != NULL;
 }
 
-static void job_send_all(struct job *j);
+static int cmp_rcpt(const void *a, const void *b)
+{
+    const struct event_recipient *x = a, *y = b;
+    return strcmp(x->user, y->user);
+}
 
-static void on_lookup(redisAsyncContext *ac, void *r, void *priv)
+static void job_next_slice(struct job *j);
+
+static void on_status(redisAsyncContext *ac, void *r, void *priv)
 {
     struct job *j = priv;
     redisReply *reply = r;
     j->refs--;
-    size_t idx = j->lookup_next++;
     if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
-        if (!j->redis_failed && !j->pl->closed)
-            log_warn("pipeline", "lookup for %s failed: %s", j->entry.id,
+        if (!j->pl->closed)
+            log_warn("pipeline", "status lookup for %s failed: %s", j->entry.id,
                      reply ? reply->str : "connection lost");
         j->redis_failed = true;
     } else if (reply->type == REDIS_REPLY_ARRAY) {
         size_t pairs = reply->elements / 2;
-        if (idx == 0) {
-            j->final_keys = xcalloc(pairs ? pairs : 1, sizeof *j->final_keys);
-            for (size_t i = 0; i < pairs; i++) {
-                redisReply *f = reply->element[2 * i], *v = reply->element[2 * i + 1];
-                if (f->type == REDIS_REPLY_STRING && v->type == REDIS_REPLY_STRING &&
-                    receipts_status_is_settled(v->str))
-                    j->final_keys[j->n_final++] = xstrndup(f->str, f->len);
-            }
-            qsort(j->final_keys, j->n_final, sizeof *j->final_keys, cmp_str);
-        } else {
-            size_t u = idx - 1;
-            j->devs[u] = xcalloc(pairs ? pairs : 1, sizeof **j->devs);
-            for (size_t i = 0; i < pairs; i++) {
-                redisReply *f = reply->element[2 * i], *v = reply->element[2 * i + 1];
-                if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING)
-                    continue;
-                char *dev = xstrndup(f->str, f->len);
-                if (registry_device_parse(dev, v->str, v->len, &j->devs[u][j->n_devs[u]]) == 0)
-                    j->n_devs[u]++;
-                else
-                    log_warn("registry", "skipping unreadable device record %s/%s/%s",
-                             j->ev->tenant, j->users[u], dev);
-                free(dev);
-            }
+        j->final_keys = xcalloc(pairs ? pairs : 1, sizeof *j->final_keys);
+        for (size_t i = 0; i < pairs; i++) {
+            redisReply *f = reply->element[2 * i], *v = reply->element[2 * i + 1];
+            if (f->type == REDIS_REPLY_STRING && v->type == REDIS_REPLY_STRING &&
+                receipts_status_is_settled(v->str))
+                j->final_keys[j->n_final++] = xstrndup(f->str, f->len);
+        }
+        qsort(j->final_keys, j->n_final, sizeof *j->final_keys, cmp_str);
+    }
+    job_next_slice(j);
+}
+
+static void on_devices(redisAsyncContext *ac, void *r, void *priv)
+{
+    struct job *j = priv;
+    redisReply *reply = r;
+    j->refs--;
+    size_t u = j->slice_replies++;
+    if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+        if (!j->redis_failed && !j->pl->closed)
+            log_warn("pipeline", "device lookup for %s failed: %s", j->entry.id,
+                     reply ? reply->str : "connection lost");
+        j->redis_failed = true;
+    } else if (reply->type == REDIS_REPLY_ARRAY && u < j->slice_len) {
+        size_t pairs = reply->elements / 2;
+        j->devs[u] = xcalloc(pairs ? pairs : 1, sizeof **j->devs);
+        for (size_t i = 0; i < pairs; i++) {
+            redisReply *f = reply->element[2 * i], *v = reply->element[2 * i + 1];
+            if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING)
+                continue;
+            char *dev = xstrndup(f->str, f->len);
+            if (registry_device_parse(dev, v->str, v->len, &j->devs[u][j->n_devs[u]]) == 0)
+                j->n_devs[u]++;
+            else
+                log_warn("registry", "skipping unreadable device record %s/%s/%s",
+                         j->ev->tenant, j->users[j->slice_base + u].user, dev);
+            free(dev);
         }
     }
-    if (j->refs > 0)
+    if (j->slice_replies < j->slice_len)
         return;
+    j->slice_busy = false;
     if (j->redis_failed || j->pl->closed || j->pl->stopping) {
-        job_release(j);
+        j->unsettled_lost = true; /* this slice is not delivered: no ack */
+        job_check_done(j);
         return;
     }
-    job_send_all(j);
+    job_send_slice(j);
+}
+
+/*
+ * Look up the devices of the next slice of recipients, while the in-flight
+ * window has room. A large event (a snow-day message to every guardian) is
+ * expanded a slice at a time, so memory follows the window, not the
+ * number of recipients.
+ */
+static void job_next_slice(struct job *j)
+{
+    struct pipeline *pl = j->pl;
+    if (j->slice_busy || j->redis_failed || pl->closed || pl->stopping ||
+        j->next_user >= j->n_users) {
+        job_check_done(j);
+        return;
+    }
+    if (pl->dctx.inflight >= pl->cfg.inflight_window && j->outstanding > 0)
+        return; /* resumed from on_delivery_done */
+    size_t n = j->n_users - j->next_user;
+    if (n > SLICE_USERS)
+        n = SLICE_USERS;
+    j->slice_base = j->next_user;
+    j->slice_len = n;
+    j->slice_replies = 0;
+    j->next_user += n;
+    memset(j->n_devs, 0, SLICE_USERS * sizeof *j->n_devs);
+    j->slice_busy = true;
+    for (size_t i = 0; i < n; i++) {
+        if (registry_lookup(pl->cmd, pl->cfg.prefix, j->ev->tenant,
+                            j->users[j->slice_base + i].user, on_devices, j) != 0) {
+            /* Connection gone: replies already asked for come back NULL. */
+            j->redis_failed = true;
+            j->slice_len = i;
+            break;
+        }
+        j->refs++;
+    }
+    if (j->slice_len == 0 || j->slice_replies == j->slice_len) {
+        j->slice_busy = false;
+        job_check_done(j);
+    }
 }
 
 static void job_expand(struct job *j)
 {
     struct pipeline *pl = j->pl;
     struct event *ev = j->ev;
-    j->stage = JOB_LOOKUP;
+    j->stage = JOB_SENDING;
+    /* Distinct recipients, never the guardian who reported an absence. */
     j->users = xcalloc(ev->n_recipients ? ev->n_recipients : 1, sizeof *j->users);
     for (size_t i = 0; i < ev->n_recipients; i++) {
-        const char *u = ev->recipients[i].user;
         if (ev->type == EVENT_ABSENCE_REPORTED && ev->reported_by &&
-            strcmp(u, ev->reported_by) == 0)
-            continue; /* never tell the guardian who reported it */
-        bool dup = false;
-        for (size_t k = 0; k < j->n_users && !dup; k++)
-            dup = strcmp(j->users[k], u) == 0;
-        if (!dup)
-            j->users[j->n_users++] = u;
+            strcmp(ev->recipients[i].user, ev->reported_by) == 0)
+            continue;
+        j->users[j->n_users++] = ev->recipients[i];
     }
-    j->devs = xcalloc(j->n_users ? j->n_users : 1, sizeof *j->devs);
-    j->n_devs = xcalloc(j->n_users ? j->n_users : 1, sizeof *j->n_devs);
-    if (receipts_status_lookup(pl->cmd, pl->cfg.prefix, ev->tenant, ev->id, on_lookup, j) != 0) {
+    qsort(j->users, j->n_users, sizeof *j->users, cmp_rcpt);
+    size_t w = 0;
+    for (size_t i = 0; i < j->n_users; i++)
+        if (w == 0 || strcmp(j->users[w - 1].user, j->users[i].user) != 0)
+            j->users[w++] = j->users[i];
+    j->n_users = w;
+    j->devs = xcalloc(SLICE_USERS, sizeof *j->devs);
+    j->n_devs = xcalloc(SLICE_USERS, sizeof *j->n_devs);
+    log_info("pipeline", "event %s/%s %s (%s): %zu recipients", ev->tenant, ev->id,
+             event_type_name(ev->type), j->entry.id, j->n_users);
+    if (receipts_status_lookup(pl->cmd, pl->cfg.prefix, ev->tenant, ev->id, on_status, j) != 0) {
         job_release(j);
         return;
     }
     j->refs++;
-    for (size_t u = 0; u < j->n_users; u++) {
-        if (registry_lookup(pl->cmd, pl->cfg.prefix, ev->tenant, j->users[u], on_lookup, j) != 0) {
-            /* Connection gone: replies already queued get NULL; mark failure. */
-            j->redis_failed = true;
-            break;
-        }
-        j->refs++;
-    }
 }
 
 /* ---- delivery ---------------------------------------------------------- */
 
-static void job_send_all(struct job *j)
+static void job_send_slice(struct job *j)
 {
     struct pipeline *pl = j->pl;
     const struct event *ev = j->ev;
-    size_t total = 0, skipped = 0;
-    for (size_t u = 0; u < j->n_users; u++)
-        total += j->n_devs[u];
-    j->dl = xcalloc(total ? total : 1, sizeof *j->dl);
-    for (size_t u = 0; u < j->n_users; u++) {
+    size_t skipped = 0, created = 0;
+    /* A guard keeps the job alive while deliveries settle at once. */
+    j->refs++;
+    for (size_t u = 0; u < j->slice_len; u++) {
+        const struct event_recipient *rc = &j->users[j->slice_base + u];
         for (size_t k = 0; k < j->n_devs[u]; k++) {
             struct registry_device *rd = &j->devs[u][k];
-            if (is_final(j, j->users[u], rd->device)) {
+            if (is_final(j, rc->user, rd->device)) {
                 skipped++;
                 continue;
             }
-            j->dl[j->n_dl++] = delivery_new(&pl->dctx, j, ev, j->entry.ms, j->users[u], rd);
+            struct delivery *d = delivery_new(&pl->dctx, j, ev, j->entry.ms, rc->user,
+                                              rc->badge, rd);
+            created++;
+            j->outstanding++;
+            j->refs++;
+            delivery_start(d);
         }
+        for (size_t k = 0; k < j->n_devs[u]; k++)
+            registry_device_clear(&j->devs[u][k]);
+        free(j->devs[u]);
+        j->devs[u] = NULL;
+        j->n_devs[u] = 0;
     }
+    j->n_created += created;
     pl->st.skipped += skipped;
-    pl->st.deliveries += j->n_dl;
-    j->unsettled = j->n_dl;
-    j->stage = JOB_SENDING;
-    log_info("pipeline", "event %s/%s %s (%s): %zu recipients, %zu deliveries, "
-             "%zu already settled", ev->tenant, ev->id, event_type_name(ev->type),
-             j->entry.id, j->n_users, j->n_dl, skipped);
-    if (j->n_dl == 0) {
-        job_ack(j);
-        return;
-    }
-    /* Each delivery holds a reference until its settlement is written (or
-     * the pipeline closes); a guard keeps the job alive meanwhile. */
-    j->refs += (int)j->n_dl + 1;
-    for (size_t i = 0; i < j->n_dl; i++)
-        delivery_start(j->dl[i]);
+    pl->st.deliveries += created;
+    if (created || skipped)
+        log_debug("pipeline", "event %s/%s: %zu deliveries started, %zu already settled",
+                  ev->tenant, ev->id, created, skipped);
     j->refs--;
-    job_check_done(j);
+    job_next_slice(j);
 }
 
 /* delivery.c: a delivery of a job is done (settled, or released at close). */
@@ -388,8 +447,8 @@ static void on_delivery_done(struct delivery *d, void *arg)
 {
     struct job *j = delivery_owner(d);
     j->refs--;
+    j->outstanding--;
     if (delivery_settled(d)) {
-        j->unsettled--;
         const char *st = delivery_status(d);
         if (strcmp(st, "sent") == 0)
             j->pl->st.sent++;
@@ -397,8 +456,14 @@ static void on_delivery_done(struct delivery *d, void *arg)
             j->pl->st.invalid_token++;
         else if (strcmp(st, "retrying") != 0)
             j->pl->st.failed++;
+    } else {
+        j->unsettled_lost = true;
     }
-    job_check_done(j);
+    delivery_free(d);
+    if (j->next_user < j->n_users && !j->slice_busy)
+        job_next_slice(j);
+    else
+        job_check_done(j);
 }
 
 static void job_check_done(struct job *j)
@@ -410,8 +475,20 @@ static void job_check_done(struct job *j)
         job_release(j);
         return;
     }
-    if (j->stage == JOB_SENDING && j->unsettled == 0)
+    if (j->stage != JOB_SENDING)
+        return;
+    if (j->redis_failed || j->unsettled_lost ||
+        (pl->stopping && j->next_user < j->n_users)) {
+        /* Some delivery has no written outcome: the entry stays pending and
+         * a replay finishes it (settled deliveries are skipped). */
+        job_release(j);
+        return;
+    }
+    if (j->next_user >= j->n_users && j->outstanding == 0 && !j->slice_busy) {
+        log_info("pipeline", "event %s/%s done: %zu deliveries", j->ev->tenant, j->ev->id,
+                 j->n_created);
         job_ack(j);
+    }
 }
 
 /* ---- intake ------------------------------------------------------------ */

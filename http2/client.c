@@ -675,11 +675,8 @@ static void conn_on_open(struct tls_conn *t, void *user)
         conn_close(c, TLS_ERR_PROTOCOL, "nghttp2 session setup failed");
         return;
     }
-    nghttp2_settings_entry iv[] = {
-        { NGHTTP2_SETTINGS_ENABLE_PUSH, 0 },
-        { NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, 0 }, /* no server-initiated streams */
-    };
-    if (nghttp2_submit_settings(c->ngh, NGHTTP2_FLAG_NONE, iv, 2) != 0) {
+    nghttp2_settings_entry iv[] = { { NGHTTP2_SETTINGS_ENABLE_PUSH, 0 } };
+    if (nghttp2_submit_settings(c->ngh, NGHTTP2_FLAG_NONE, iv, 1) != 0) {
         conn_close(c, TLS_ERR_PROTOCOL, "nghttp2 SETTINGS failed");
         return;
     }

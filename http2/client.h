@@ -78,7 +78,8 @@ struct h2_pool_config {
     int max_connections;          /* >= 1 */
     uint32_t initial_max_streams; /* assumed peer stream limit until its SETTINGS
                                      arrive: 1 for APNs, 100 for FCM */
-    uint32_t request_timeout_ms;  /* per send, 0 = none (e.g. 30000) */
+    uint32_t request_timeout_ms;  /* per send (time waiting in the queue is not
+                                     counted), 0 = none (e.g. 30000) */
     uint32_t connect_timeout_ms;  /* per handshake, and the window after which
                                      waiting requests fail with H2_ERR_CONNECT
                                      when nothing connects (e.g. 10000) */

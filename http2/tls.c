@@ -31,7 +31,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#define TLS_READ_BUF      (64 * 1024) /* one uv read */
+#define TLS_READ_BUF      (16 * 1024 + 512) /* one uv read: a full TLS record */
 #define TLS_PLAIN_CHUNK   (16 * 1024) /* one SSL_read */
 #define TLS_SHUTDOWN_MS   2000        /* bound on a graceful close */
 
@@ -67,7 +67,6 @@ struct tls_conn {
 struct write_req {
     uv_write_t req;
     struct tls_conn *conn;
-    size_t len;
     uint8_t data[];
 };
 
@@ -342,7 +341,6 @@ static int flush_wbio(struct tls_conn *c)
             return 0;
         }
         w->conn = c;
-        w->len = (size_t)n;
         w->req.data = w;
         uv_buf_t buf = uv_buf_init((char *)w->data, (unsigned)n);
         int r = uv_write(&w->req, (uv_stream_t *)&c->tcp, &buf, 1, on_write_done);

@@ -60,7 +60,7 @@ struct stream {
     size_t header_bytes;
     bool headers_too_large;
     uint8_t *body;
-    size_t body_len, body_total;
+    size_t body_len, body_cap, body_total;
     bool dispatched;
     /* response */
     enum sbx_action action;
@@ -371,8 +371,13 @@ static int on_data_chunk(nghttp2_session *h2, uint8_t flags, int32_t stream_id,
     s->body_total += len;
     if (s->body_len < BODY_CAP) {
         size_t n = BODY_CAP - s->body_len < len ? BODY_CAP - s->body_len : len;
-        if (s->body == NULL)
-            s->body = xmalloc(BODY_CAP);
+        if (s->body_len + n > s->body_cap) {
+            size_t cap = s->body_cap ? s->body_cap : 1024;
+            while (cap < s->body_len + n)
+                cap *= 2;
+            s->body_cap = cap < BODY_CAP ? cap : BODY_CAP;
+            s->body = xrealloc(s->body, s->body_cap);
+        }
         memcpy(s->body + s->body_len, data, n);
         s->body_len += n;
     }

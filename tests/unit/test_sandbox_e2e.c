@@ -139,13 +139,15 @@ static void on_done(const struct h2_response *r, void *user)
     }
 }
 
+static uint32_t request_timeout_ms = 10000;
+
 static void pool_open(int port)
 {
     char url[64];
     snprintf(url, sizeof url, "https://127.0.0.1:%d", port);
     struct h2_pool_config cfg = {
         .name = "test", .url = url, .ssl_ctx = F.cctx, .max_connections = 1,
-        .initial_max_streams = 1, .request_timeout_ms = 10000, .connect_timeout_ms = 5000,
+        .initial_max_streams = 1, .request_timeout_ms = request_timeout_ms, .connect_timeout_ms = 5000,
         .max_attempts = 5,
     };
     F.pool = h2_pool_new(&F.loop, &cfg);
@@ -460,6 +462,39 @@ TEST(tcp_reset_fault_is_not_recorded)
     cJSON_Delete(rec);
 }
 
+static void tune_hang_and_rst(struct fx *fx)
+{
+    char err[128];
+    ASSERT_EQ_INT(1, sbx_faults_option(&fx->faults, "hang-rate", "50", err, sizeof err));
+    ASSERT_EQ_INT(1, sbx_faults_option(&fx->faults, "rst-stream-rate", "50", err, sizeof err));
+}
+
+TEST(hang_and_rst_stream_faults)
+{
+    fx_setup(tune_hang_and_rst);
+    request_timeout_ms = 400;
+    pool_open(F.port_prod);
+    for (int i = 0; i < 6; i++)
+        push(TOKEN_A, "com.example.App", F.jwt, "{}", NULL, NULL);
+    run_batch();
+    int timeouts = 0, protocol = 0;
+    for (int i = 0; i < 6; i++) {
+        ASSERT_EQ_INT(0, F.res[i].status);
+        timeouts += F.res[i].error == H2_ERR_TIMEOUT;
+        protocol += F.res[i].error == H2_ERR_PROTOCOL;
+    }
+    ASSERT_EQ_INT(6, timeouts + protocol);
+    ASSERT(timeouts > 0 && protocol > 0); /* seed 99 gives both */
+    const struct sbx_server_stats *st = sbx_server_stats(F.srv);
+    ASSERT(st->hangs >= (uint64_t)timeouts); /* >: if the client retried */
+    ASSERT(st->rst_streams >= (uint64_t)protocol);
+    ASSERT_EQ_INT(0, st->responses);
+    fx_teardown();
+    cJSON *rec = read_record();
+    ASSERT_EQ_INT(1, cJSON_GetArraySize(rec)); /* nothing answered: summary only */
+    cJSON_Delete(rec);
+}
+
 /* ---- raw client exceeding the acknowledged stream limit ---------------- */
 
 struct raw {
@@ -583,6 +618,7 @@ struct seq {
     uint32_t mcs[16];           /* MAX_CONCURRENT_STREAMS values seen, in order */
     int nmcs;
     int finished;               /* responses complete */
+    bool split_body;            /* send the body in several DATA frames */
 };
 
 static size_t hpack_int7(uint8_t *p, size_t v)
@@ -636,9 +672,19 @@ static void seq_send_next(struct seq *q)
     n += frame_hdr(buf + n, b, NGHTTP2_HEADERS, NGHTTP2_FLAG_END_HEADERS, sid);
     memcpy(buf + n, block, b);
     n += b;
-    n += frame_hdr(buf + n, 2, NGHTTP2_DATA, NGHTTP2_FLAG_END_STREAM, sid);
-    memcpy(buf + n, "{}", 2);
-    n += 2;
+    if (q->split_body) { /* the body in three DATA frames */
+        static const char *const parts[] = { "{\"aps\":", "{\"alert\":\"x\"}", "}" };
+        for (int i = 0; i < 3; i++) {
+            size_t pl = strlen(parts[i]);
+            n += frame_hdr(buf + n, pl, NGHTTP2_DATA, i == 2 ? NGHTTP2_FLAG_END_STREAM : 0, sid);
+            memcpy(buf + n, parts[i], pl);
+            n += pl;
+        }
+    } else {
+        n += frame_hdr(buf + n, 2, NGHTTP2_DATA, NGHTTP2_FLAG_END_STREAM, sid);
+        memcpy(buf + n, "{}", 2);
+        n += 2;
+    }
     ASSERT_EQ_INT(0, tls_conn_write(q->c, buf, n));
 }
 
@@ -726,9 +772,88 @@ TEST(settings_follow_successes_and_rejections)
     fx_teardown();
 }
 
+TEST(body_in_several_data_frames)
+{
+    fx_setup(NULL);
+    static const char *const alpn[] = { "h2", NULL };
+    char err[256], ca[128];
+    snprintf(ca, sizeof ca, "%s/ca.pem", F.dir);
+    SSL_CTX *ctx = tls_client_ctx_new(ca, alpn, NULL, NULL, err, sizeof err);
+    ASSERT_NOT_NULL(ctx);
+    struct sockaddr_in sa;
+    uv_ip4_addr("127.0.0.1", F.port_prod, &sa);
+    static const struct tls_conn_callbacks cbs = { seq_open, seq_data, seq_close };
+    static struct seq q;
+    memset(&q, 0, sizeof q);
+    q.tokens[0] = TOKEN_A;
+    q.nreq = 1;
+    q.split_body = true;
+    ASSERT_EQ_INT(0, tls_conn_connect(&F.loop, ctx, (struct sockaddr *)&sa, "localhost", 1, &cbs,
+                                      &q, &q.c));
+    uv_run(&F.loop, UV_RUN_DEFAULT);
+    ASSERT_EQ_INT(1, q.finished);
+    SSL_CTX_free(ctx);
+    fx_teardown();
+    cJSON *rec = read_record();
+    const cJSON *l = cJSON_GetArrayItem(rec, 0);
+    ASSERT_EQ_INT(200, jnum(l, "status"));
+    ASSERT_EQ_INT(21, jnum(l, "payload_bytes"));
+    ASSERT_STR_EQ("x", jstr(cJSON_GetObjectItem(cJSON_GetObjectItem(l, "payload"), "aps"), "alert"));
+    cJSON_Delete(rec);
+}
+
+static char *body_of(size_t n)
+{
+    char *b = xmalloc(n + 1);
+    memset(b, ' ', n);
+    b[0] = '{';
+    b[n - 1] = '}';
+    b[n] = '\0';
+    return b;
+}
+
+TEST(payload_size_edges_over_the_wire)
+{
+    fx_setup(NULL);
+    pool_open(F.port_prod);
+    char *b4096 = body_of(4096), *b4097 = body_of(4097), *b5120 = body_of(5120),
+         *b5121 = body_of(5121), *b40k = body_of(40000);
+    push(TOKEN_A, "com.example.App", F.jwt, b4096, NULL, NULL);
+    push(TOKEN_A, "com.example.App", F.jwt, b4097, NULL, NULL);
+    push(TOKEN_A, "com.example.App.voip", F.jwt, b5120, "apns-push-type", "voip");
+    push(TOKEN_A, "com.example.App.voip", F.jwt, b5121, "apns-push-type", "voip");
+    push(TOKEN_A, "com.example.App", F.jwt, b40k, NULL, NULL); /* several DATA frames */
+    push(TOKEN_A, "com.example.App", F.jwt, "", NULL, NULL);
+    run_batch();
+    ASSERT_EQ_INT(200, F.res[0].status);
+    ASSERT_EQ_INT(413, F.res[1].status);
+    ASSERT_STR_EQ("{\"reason\":\"PayloadTooLarge\"}", F.res[1].body);
+    ASSERT_EQ_INT(200, F.res[2].status);
+    ASSERT_EQ_INT(413, F.res[3].status);
+    ASSERT_EQ_INT(413, F.res[4].status);
+    ASSERT_EQ_INT(400, F.res[5].status);
+    ASSERT_STR_EQ("{\"reason\":\"PayloadEmpty\"}", F.res[5].body);
+    free(b4096);
+    free(b4097);
+    free(b5120);
+    free(b5121);
+    free(b40k);
+    fx_teardown();
+    cJSON *rec = read_record();
+    const cJSON *it, *big = NULL; /* lines are in answer order */
+    cJSON_ArrayForEach(it, rec)
+        if (jnum(it, "payload_bytes") == 40000)
+            big = it;
+    ASSERT_NOT_NULL(big);
+    ASSERT_EQ_INT(413, jnum(big, "status"));
+    cJSON_Delete(rec);
+}
+
 TEST_MAIN(T(missing_token_then_success_and_record), T(stream_limit_opens_after_valid_token),
           T(rejection_drops_limit_to_one), T(sandbox_listener_adds_unique_id),
           T(unregistered_file_reload_mid_run), T(goaway_every_n_client_retries),
           T(status_fault_and_latency), T(tcp_reset_fault_is_not_recorded),
           T(over_acknowledged_limit_gets_goaway_protocol_error),
-          T(settings_follow_successes_and_rejections), T(header_list_over_8000_gets_431))
+          T(settings_follow_successes_and_rejections), T(header_list_over_8000_gets_431),
+          T(hang_and_rst_stream_faults), T(body_in_several_data_frames),
+          T(payload_size_edges_over_the_wire))

@@ -126,7 +126,8 @@ static void side_close(struct tls_conn *c, int err, const char *reason, void *us
     s->close_err = err;
     snprintf(s->close_reason, sizeof s->close_reason, "%s", reason);
     s->conn = NULL;
-    if (getenv("TLS_DEBUG")) fprintf(stderr, "close %s err=%d %s\n", s->echo ? "srv" : "cli", err, reason);
+    if (getenv("TLS_DEBUG"))
+        fprintf(stderr, "close %s err=%d %s\n", s->echo ? "srv" : "cli", err, reason);
 }
 
 static const struct tls_conn_callbacks side_cb = { side_open, side_data, side_close };
