@@ -107,6 +107,9 @@ static const struct key keys[] = {
       100, 1000000000, NULL, "approximate cap (MAXLEN ~) of the receipts stream" },
     { SEC_REDIS, "dead_maxlen", K_INT, G(redis.dead_maxlen), "100000", NULL, false, 100,
       1000000000, NULL, "approximate cap (MAXLEN ~) of the dead-letter stream" },
+    { SEC_REDIS, "trim_interval_ms", K_INT, G(redis.trim_interval_ms), "10000", NULL,
+      false, 0, 86400000, "milliseconds",
+      "how often the events stream is trimmed below what every group still needs; 0 = never" },
 
     /* [tls] */
     { SEC_TLS, "ca_file", K_FILE, G(tls.ca_file), NULL, "none", false, 0, 0, NULL,

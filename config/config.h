@@ -47,6 +47,7 @@ struct config_redis {
     int64_t status_ttl_s;       /* TTL of per-event status hashes */
     int64_t receipts_maxlen;    /* MAXLEN ~ of the receipts stream */
     int64_t dead_maxlen;        /* MAXLEN ~ of the dead-letter stream */
+    int64_t trim_interval_ms;   /* XTRIM MINID of the events stream, 0 = never */
 };
 
 struct config_tls {

@@ -521,6 +521,9 @@ static void settle_write(struct delivery *d)
         cJSON_free(data);
     if (rc2 != 0) {
         /* Redis is down: keep the outcome and write it when it is back. */
+        if (ctx->redo == NULL)
+            log_warn("deliver", "Redis is unavailable: keeping outcomes in memory until "
+                     "it is back (their events stay unacknowledged)");
         d->next = ctx->redo;
         ctx->redo = d;
     }
@@ -528,6 +531,9 @@ static void settle_write(struct delivery *d)
 
 void delivery_ctx_flush(struct delivery_ctx *ctx)
 {
+    if (ctx->redo)
+        log_info("deliver", "writing %zu outcomes kept while Redis was unavailable",
+                 delivery_ctx_unwritten(ctx));
     struct delivery *d = ctx->redo;
     ctx->redo = NULL;
     while (d) {

@@ -274,6 +274,7 @@ int main(int argc, char **argv)
         .status_ttl_s = (int)r->status_ttl_s,
         .receipts_maxlen = (long)r->receipts_maxlen,
         .dead_maxlen = (long)r->dead_maxlen,
+        .trim_interval_ms = r->trim_interval_ms,
         .inflight_window = (size_t)d.cfg->delivery.inflight_window,
         .retry_base_ms = d.cfg->delivery.retry_base_ms,
         .retry_cap_ms = d.cfg->delivery.retry_max_delay_ms,

@@ -84,6 +84,7 @@ struct pipeline {
     char claim_cursor[64];
     bool claiming;
     uint32_t stop_waited_ms, stop_timeout_ms;
+    uint64_t last_trim_ms;
     void (*stop_done)(void *);
     void *stop_arg;
     struct pipeline_stats st;
@@ -672,6 +673,16 @@ static void on_autoclaim(redisAsyncContext *ac, void *r, void *priv)
     }
 }
 
+static void on_trimmed(redisAsyncContext *ac, void *r, void *priv)
+{
+    redisReply *reply = r;
+    if (reply && reply->type == REDIS_REPLY_ERROR)
+        log_warn("pipeline", "trimming the events stream failed: %s", reply->str);
+    else if (reply && reply->type == REDIS_REPLY_INTEGER && reply->integer > 0)
+        log_debug("pipeline", "trimmed %lld entries from the events stream",
+                  (long long)reply->integer);
+}
+
 static void on_claim_timer(uv_timer_t *t)
 {
     struct pipeline *pl = t->data;
@@ -686,6 +697,11 @@ static void on_claim_timer(uv_timer_t *t)
         stream_touch(pl->cmd, pl->cfg.stream, pl->cfg.group, pl->cfg.consumer, ids, n,
                      NULL, NULL);
         free(ids);
+    }
+    uint64_t now = mono_ms();
+    if (pl->cfg.trim_interval_ms > 0 && now - pl->last_trim_ms >= (uint64_t)pl->cfg.trim_interval_ms) {
+        pl->last_trim_ms = now;
+        stream_trim(pl->cmd, pl->cfg.stream, on_trimmed, pl);
     }
     if (!pl->claiming && has_room(pl)) {
         if (stream_autoclaim(pl->cmd, pl->cfg.stream, pl->cfg.group, pl->cfg.consumer,
@@ -740,6 +756,7 @@ struct pipeline *pipeline_new(uv_loop_t *loop, const struct pipeline_config *cfg
     pl->cmd = redis_conn_new(loop, &rc, on_cmd_ready, on_conn_down, pl);
     registry_init(pl->cmd);
     receipts_init(pl->cmd);
+    stream_init(pl->cmd);
     rc.name = "read";
     pl->rd = redis_conn_new(loop, &rc, on_rd_ready, on_conn_down, pl);
     uv_timer_init(loop, &pl->claim_timer);

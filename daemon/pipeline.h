@@ -33,6 +33,7 @@ struct pipeline_config {
     long claim_idle_ms;
     int status_ttl_s;
     long receipts_maxlen, dead_maxlen;
+    int64_t trim_interval_ms;    /* 0 = never trim the events stream */
     size_t inflight_window;      /* deliveries in flight at most */
     int64_t retry_base_ms;       /* first backoff step (full jitter below it) */
     int64_t retry_cap_ms;        /* largest backoff step */

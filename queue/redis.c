@@ -17,10 +17,85 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <hiredis/adapters/libuv.h>
-
 #include "common/log.h"
 #include "common/util.h"
+
+/*
+ * Our own libuv event adapter for hiredis. The one hiredis 0.14 ships drops
+ * every poll event with an error status, and libuv reports POLLERR (a
+ * refused connect, a reset connection) exactly that way: the connection
+ * would hang forever. Here an error status lets hiredis look at the socket
+ * itself, so it sees the failure and calls our connect/disconnect callbacks.
+ */
+struct uv_redis_events {
+    redisAsyncContext *ac;     /* NULL once hiredis cleaned up */
+    uv_poll_t poll;
+    int events;
+};
+
+static void uvr_on_poll(uv_poll_t *h, int status, int events)
+{
+    struct uv_redis_events *p = h->data;
+    if (p->ac == NULL)
+        return;
+    if (status < 0) {
+        if (!(p->ac->c.flags & REDIS_CONNECTED))
+            redisAsyncHandleWrite(p->ac); /* connect failed: hiredis checks SO_ERROR */
+        else
+            redisAsyncHandleRead(p->ac);  /* read() returns the error */
+        return;
+    }
+    if (events & UV_READABLE)
+        redisAsyncHandleRead(p->ac);
+    if (p->ac && (events & UV_WRITABLE))
+        redisAsyncHandleWrite(p->ac);
+}
+
+static void uvr_update(struct uv_redis_events *p, int add, int del)
+{
+    p->events = (p->events | add) & ~del;
+    if (p->events)
+        uv_poll_start(&p->poll, p->events, uvr_on_poll);
+    else
+        uv_poll_stop(&p->poll);
+}
+
+static void uvr_add_read(void *d) { uvr_update(d, UV_READABLE, 0); }
+static void uvr_del_read(void *d) { uvr_update(d, 0, UV_READABLE); }
+static void uvr_add_write(void *d) { uvr_update(d, UV_WRITABLE, 0); }
+static void uvr_del_write(void *d) { uvr_update(d, 0, UV_WRITABLE); }
+
+static void uvr_on_close(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void uvr_cleanup(void *d)
+{
+    struct uv_redis_events *p = d;
+    p->ac = NULL;
+    uv_close((uv_handle_t *)&p->poll, uvr_on_close);
+}
+
+static int uvr_attach(redisAsyncContext *ac, uv_loop_t *loop)
+{
+    if (ac->ev.data != NULL)
+        return -1;
+    struct uv_redis_events *p = xcalloc(1, sizeof *p);
+    if (uv_poll_init(loop, &p->poll, ac->c.fd) != 0) {
+        free(p);
+        return -1;
+    }
+    p->poll.data = p;
+    p->ac = ac;
+    ac->ev.addRead = uvr_add_read;
+    ac->ev.delRead = uvr_del_read;
+    ac->ev.addWrite = uvr_add_write;
+    ac->ev.delWrite = uvr_del_write;
+    ac->ev.cleanup = uvr_cleanup;
+    ac->ev.data = p;
+    return 0;
+}
 
 enum rstate { R_IDLE, R_RESOLVING, R_CONNECTING, R_READY, R_CLOSED };
 
@@ -43,6 +118,7 @@ struct redis_conn {
     int n_scripts;
     bool closing;
     bool timer_closed;
+    uint64_t last_warn_ms;      /* of the last "cannot connect" warning */
 };
 
 static void start_connect(struct redis_conn *c);
@@ -85,8 +161,16 @@ static void on_connect(const redisAsyncContext *ac, int status)
     if (c == NULL)
         return;
     if (status != REDIS_OK) {
-        log_warn("redis", "%s: cannot connect to %s:%d: %s", c->name, c->host,
-                 c->port, ac->errstr);
+        /* Say it once, then every 30 s while it lasts. */
+        uint64_t now = mono_ms();
+        if (c->last_warn_ms == 0 || now - c->last_warn_ms >= 30000) {
+            log_warn("redis", "%s: cannot connect to %s:%d: %s (retrying)", c->name,
+                     c->host, c->port, ac->errstr);
+            c->last_warn_ms = now;
+        } else {
+            log_debug("redis", "%s: cannot connect to %s:%d: %s", c->name, c->host,
+                      c->port, ac->errstr);
+        }
         c->ac = NULL; /* hiredis frees it */
         schedule_reconnect(c);
         return;
@@ -104,6 +188,7 @@ static void on_connect(const redisAsyncContext *ac, int status)
         redisAsyncCommand(c->ac, on_setup_reply, c, "SCRIPT LOAD %s", c->scripts[i]->text);
     c->state = R_READY;
     c->backoff_ms = 0;
+    c->last_warn_ms = 0;
     log_info("redis", "%s: connected to %s:%d", c->name, c->host, c->port);
     if (c->on_ready)
         c->on_ready(c, c->user_data);
@@ -142,7 +227,13 @@ static void connect_addr(struct redis_conn *c, const char *ip)
     }
     ac->data = c;
     c->ac = ac;
-    redisLibuvAttach(ac, c->loop);
+    if (uvr_attach(ac, c->loop) != 0) {
+        log_warn("redis", "%s: cannot watch the socket", c->name);
+        c->ac = NULL;
+        redisAsyncFree(ac);
+        schedule_reconnect(c);
+        return;
+    }
     redisAsyncSetConnectCallback(ac, on_connect);
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
 }

@@ -10,6 +10,57 @@
 
 #include "common/util.h"
 
+/*
+ * Trim the events stream below what every consumer group still needs: the
+ * smallest of each group's oldest pending id and last-delivered id. Other
+ * groups on the same stream are respected. KEYS: stream. Reply: the number
+ * of entries removed (approximate trimming: whole macro nodes only).
+ */
+static const char trim_lua[] =
+    "local function parse(id)\n"
+    "  local ms, seq = string.match(id, '^(%d+)-(%d+)$')\n"
+    "  return tonumber(ms), tonumber(seq)\n"
+    "end\n"
+    "local function less(a, b)\n"
+    "  local am, as = parse(a)\n"
+    "  local bm, bs = parse(b)\n"
+    "  return am < bm or (am == bm and as < bs)\n"
+    "end\n"
+    "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end\n"
+    "local groups = redis.call('XINFO', 'GROUPS', KEYS[1])\n"
+    "if #groups == 0 then return 0 end\n"
+    "local min = nil\n"
+    "for _, g in ipairs(groups) do\n"
+    "  local name, last\n"
+    "  for i = 1, #g, 2 do\n"
+    "    if g[i] == 'name' then name = g[i + 1] end\n"
+    "    if g[i] == 'last-delivered-id' then last = g[i + 1] end\n"
+    "  end\n"
+    "  if last and (min == nil or less(last, min)) then min = last end\n"
+    "  local p = redis.call('XPENDING', KEYS[1], name)\n"
+    "  if p[1] > 0 and (min == nil or less(p[2], min)) then min = p[2] end\n"
+    "end\n"
+    "if min == nil or min == '0-0' then return 0 end\n"
+    "return redis.call('XTRIM', KEYS[1], 'MINID', '~', min)\n";
+
+static struct redis_script trim_script;
+static int trim_ready;
+
+void stream_init(struct redis_conn *c)
+{
+    if (!trim_ready) {
+        redis_script_init(&trim_script, trim_lua);
+        trim_ready = 1;
+    }
+    redis_conn_add_script(c, &trim_script);
+}
+
+int stream_trim(struct redis_conn *c, const char *stream, redisCallbackFn *fn, void *priv)
+{
+    const char *argv[] = { stream };
+    return redis_conn_eval(c, &trim_script, fn, priv, 1, 1, argv, NULL);
+}
+
 void stream_entry_free(struct stream_entry *e)
 {
     if (e == NULL)

@@ -40,6 +40,15 @@ const struct stream_field *stream_entry_field(const struct stream_entry *e, cons
  */
 size_t stream_parse_entries(const redisReply *arr, struct stream_entry **out);
 
+/* Register this module's scripts with |c| (once per connection object). */
+void stream_init(struct redis_conn *c);
+
+/*
+ * XTRIM the stream MINID ~ below the oldest entry any consumer group still
+ * needs (pending, or not yet delivered). Reply: entries removed.
+ */
+int stream_trim(struct redis_conn *c, const char *stream, redisCallbackFn *fn, void *priv);
+
 /* XGROUP CREATE stream group 0 MKSTREAM; BUSYGROUP counts as success. */
 int stream_create_group(struct redis_conn *c, const char *stream, const char *group,
                         redisCallbackFn *fn, void *priv);
