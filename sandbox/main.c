@@ -68,7 +68,7 @@ static const char usage_text[] =
 "  --bench                     no provider-token checks, 1000 streams from the\n"
 "                              start, recording off unless --record is given\n"
 "  --fault-rate STATUS:PCT[:RETRY_AFTER[:REASON]]\n"
-"                              answer STATUS instead of 200 for PCT%% of valid pushes\n"
+"                              answer STATUS instead of 200 for PCT% of valid pushes\n"
 "                              (repeatable; e.g. 503:5, 429:1:30)\n"
 "  --reset-rate PCT            reset the TCP connection instead of answering\n"
 "  --rst-stream-rate PCT       RST_STREAM INTERNAL_ERROR instead of answering\n"

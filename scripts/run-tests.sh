@@ -101,6 +101,24 @@ unit_env=()
 env "${unit_env[@]}" bash scripts/run-unit.sh "$build_dir/tests" </dev/null 2>&1 | tee "$log"
 add_counts unit "${PIPESTATUS[0]}"
 
+echo "== config keys documented"
+if bash scripts/check-config-docs.sh </dev/null; then
+    passed=$((passed + 1))
+else
+    echo "run-tests: a config key is missing from the example or docs/configuration.md"
+    failed=$((failed + 1))
+fi
+
+if [[ $mode != long ]]; then
+    echo "== fuzzing (short run per target; the long tier runs 10 minutes each)"
+    bash scripts/fuzz.sh "${FUZZ_SECONDS:-10}" </dev/null 2>&1 | tee "$log"
+    add_counts fuzz "${PIPESTATUS[0]}"
+else
+    echo "== fuzzing (10 minutes per target)"
+    bash scripts/fuzz.sh "${FUZZ_SECONDS:-600}" </dev/null 2>&1 | tee "$log"
+    add_counts fuzz "${PIPESTATUS[0]}"
+fi
+
 echo "== integration tests"
 it_args=(--build "$build_dir")
 [[ $mode == long ]] && it_args+=(--long)

@@ -13,7 +13,7 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
 PACKAGES=(
-    build-essential make pkg-config gcc clang
+    build-essential make pkg-config gcc clang libclang-rt-14-dev
     libuv1-dev libnghttp2-dev libssl-dev libhiredis-dev libcjson-dev
     libinih-dev libhttp-parser-dev
     redis-server redis-tools nghttp2-client

@@ -17,6 +17,7 @@
 #include "sandbox/server.h"
 
 #include <cJSON.h>
+#include <dirent.h>
 #include <nghttp2/nghttp2.h>
 #include <stdio.h>
 #include <sys/stat.h>
@@ -53,12 +54,31 @@ struct fx {
 
 static struct fx F;
 
+/* atexit: remove the test's temporary directory (each test is a process). */
+static void remove_dir(void)
+{
+    DIR *d = opendir(F.dir);
+    if (d == NULL)
+        return;
+    struct dirent *e;
+    char path[512];
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof path, "%s/%s", F.dir, e->d_name);
+        unlink(path);
+    }
+    closedir(d);
+    rmdir(F.dir);
+}
+
 static void fx_setup(void (*tune)(struct fx *))
 {
     memset(&F, 0, sizeof F);
     ASSERT_EQ_INT(0, uv_loop_init(&F.loop));
     snprintf(F.dir, sizeof F.dir, "/tmp/sbx-e2e-XXXXXX");
     ASSERT_NOT_NULL(mkdtemp(F.dir));
+    atexit(remove_dir);
     char err[256], p8[128], pub[128], cert[128], key[128], ca[128];
     ASSERT_EQ_INT(0, certgen_ca_and_server(F.dir, err, sizeof err));
     snprintf(p8, sizeof p8, "%s/KEY0000001.p8", F.dir);
