@@ -93,6 +93,10 @@ static void on_response(const struct h2_response *r, void *user)
                 apns_jwt_invalidate(&p->c->jwt);
         }
         res.outcome = apns_client_classify(r->status, res.reason);
+        /* APNs sends no Retry-After today; honour one if it ever does. */
+        const char *ra = find_header(r, "retry-after");
+        if (ra && *ra >= '0' && *ra <= '9')
+            res.retry_after_s = atoi(ra);
         if (r->status != 200 && res.outcome == PUSH_PERMANENT)
             log_warn("apns", "app %s: %d %s", p->c->app, r->status, res.reason);
     }
