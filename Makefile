@@ -14,6 +14,7 @@ PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lhttp_parser
 WARN     := -Wall -Wextra -Werror -Wstrict-prototypes -Wmissing-prototypes \
             -Wshadow -Wformat=2 -Wundef -Wno-unused-parameter
 CFLAGS   ?= $(OPT) -g
+VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 CFLAGS   += -std=gnu11 $(WARN) -I. $(PKG_CFLAGS) -D_GNU_SOURCE -MMD -MP
 LDLIBS   += $(PKG_LIBS) -lm
 ifneq ($(SANITIZER),)
@@ -66,6 +67,8 @@ $(BUILD)/fuzz/%: $(BUILD)/tests/fuzz/%.o $(BUILD)/libvarsel.a
 	@mkdir -p $(@D)
 	$(CC) $(LDFLAGS) -fsanitize=fuzzer -o $@ $^ $(LDLIBS)
 fuzz: $(FUZZ_BIN)
+
+$(BUILD)/daemon/main.o: CFLAGS += -DVARSEL_VERSION='"$(VERSION)"'
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(@D)

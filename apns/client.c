@@ -181,6 +181,11 @@ int apns_client_send(struct apns_client *c, const struct apns_request *req,
     return 0;
 }
 
+const struct h2_pool *apns_client_pool(const struct apns_client *c, bool sandbox)
+{
+    return sandbox ? c->sandbox : c->prod;
+}
+
 size_t apns_client_inflight(const struct apns_client *c)
 {
     return h2_pool_inflight(c->prod) + h2_pool_queued(c->prod) +

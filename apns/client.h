@@ -54,6 +54,10 @@ int apns_client_send(struct apns_client *c, const struct apns_request *req,
 /* Requests sent and not answered, and requests waiting for a stream. */
 size_t apns_client_inflight(const struct apns_client *c);
 
+/* The connection pool of one environment (for metrics). */
+struct h2_pool;
+const struct h2_pool *apns_client_pool(const struct apns_client *c, bool sandbox);
+
 /*
  * Map an APNs answer to an outcome (exposed for tests): |status| is the
  * HTTP status, |reason| the body's reason ("" for none).

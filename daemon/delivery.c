@@ -31,6 +31,7 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "daemon/pipeline.h"
+#include "daemon/stats.h"
 #include "daemon/templates.h"
 #include "fcm/client.h"
 #include "fcm/message.h"
@@ -423,6 +424,14 @@ static void on_push_done(const struct push_result *r, void *user)
         finish(d);
         return;
     }
+    const char *prov = d->prov == PROV_APNS ? "apns" : "fcm";
+    const char *pv[] = { prov };
+    stats_provider_answer(prov, d->app_name, r->http_status,
+                          r->outcome == PUSH_SENT ? "" : r->reason);
+    if (r->http_status != 0)
+        stats_observe(STATS_PROVIDER_RTT, pv, (double)r->rtt_ms / 1000.0);
+    if (r->outcome == PUSH_SENT)
+        stats_observe(STATS_PUBLISH_TO_ACCEPT, pv, (double)(now_ms() - d->publish_ms) / 1000.0);
     if (r->outcome != PUSH_SENT) {
         char tk[24];
         log_info("deliver", "%s/%s %s/%s token %s attempt %d: %s (%d %s)", d->tenant,
@@ -478,6 +487,7 @@ static void on_settled(redisAsyncContext *ac, void *reply_, void *priv)
         return;
     }
     d->settled = true;
+    stats_delivery(d->app_name, d->platform, d->tenant, d->status);
     if (strcmp(d->status, "sent") == 0)
         ctx->st.sent++;
     else if (strcmp(d->status, "invalid_token") == 0)
@@ -488,7 +498,16 @@ static void on_settled(redisAsyncContext *ac, void *reply_, void *priv)
         ctx->st.expired++;
     else
         ctx->st.failed++;
+    if (d->mode == SETTLE_RETRY) {
+        const char *v[] = { "scheduled" };
+        stats_add(STATS_RETRIES, v, 1);
+    }
     if (d->mode == SETTLE_GIVE_UP) {
+        const char *v[] = { "gave_up" };
+        stats_add(STATS_RETRIES, v, 1);
+        const char *c[] = { strcmp(d->status, "expired") == 0 ? "delivery_expired"
+                                                               : "delivery_failed" };
+        stats_add(STATS_DEAD_LETTERS, c, 1);
         ctx->st.gave_up++;
         log_warn("deliver", "%s/%s %s/%s: %s", d->tenant, d->event_id, d->user, d->device,
                  d->dead_reason);
@@ -645,6 +664,8 @@ static void on_claimed(redisAsyncContext *ac, void *reply_, void *priv)
             continue;
         }
         ctx->st.retries_claimed++;
+        const char *v[] = { "claimed" };
+        stats_add(STATS_RETRIES, v, 1);
         retry_list_add(d);
         log_debug("retry", "%s/%s %s/%s: attempt %d", d->tenant, d->event_id, d->user,
                   d->device, d->attempt);

@@ -24,9 +24,15 @@
 #include "common/util.h"
 #include "config/config.h"
 #include "daemon/pipeline.h"
+#include "daemon/stats.h"
 #include "daemon/templates.h"
 #include "fcm/client.h"
+#include "http2/client.h"
 #include "http2/tls.h"
+
+#ifndef VARSEL_VERSION
+#define VARSEL_VERSION "dev"
+#endif
 
 struct daemon {
     uv_loop_t *loop;
@@ -40,6 +46,45 @@ struct daemon {
     bool stopping;
     int exit_code;
 };
+
+static void pool_figures(const char *provider, const char *app, const char *env,
+                         const struct h2_pool *p)
+{
+    if (p == NULL)
+        return;
+    const char *v[] = { provider, app, env };
+    struct h2_pool_stats st;
+    h2_pool_get_stats(p, &st);
+    stats_set(STATS_H2_CONNECTIONS, v, (double)h2_pool_connections(p));
+    stats_set(STATS_H2_STREAMS, v, (double)h2_pool_inflight(p));
+    stats_set(STATS_H2_QUEUED, v, (double)h2_pool_queued(p));
+    stats_set(STATS_H2_MAX_STREAMS, v, (double)st.max_streams_seen);
+    stats_set(STATS_H2_CONNECTS, v, (double)st.connects);
+    stats_set(STATS_H2_CONNECT_FAILURES, v, (double)st.connect_failures);
+    stats_set(STATS_H2_GOAWAYS, v, (double)st.goaways);
+    stats_set(STATS_H2_CONN_LOST, v, (double)st.conn_lost);
+}
+
+/* Collector for stats.h: the provider pools and OAuth figures of each app. */
+static void collect_clients(void *arg)
+{
+    struct daemon *d = arg;
+    for (size_t i = 0; d->apps && i < d->cfg->n_apps; i++) {
+        struct pipeline_app *a = &d->apps[i];
+        if (a->apns) {
+            pool_figures("apns", a->name, "production", apns_client_pool(a->apns, false));
+            pool_figures("apns", a->name, "sandbox", apns_client_pool(a->apns, true));
+        }
+        if (a->fcm) {
+            pool_figures("fcm", a->name, "production", fcm_client_pool(a->fcm));
+            struct fcm_client_stats fs;
+            fcm_client_get_stats(a->fcm, &fs);
+            const char *ok[] = { a->name, "ok" }, *bad[] = { a->name, "failed" };
+            stats_set(STATS_TOKEN_REFRESHES, ok, (double)fs.token_refreshes);
+            stats_set(STATS_TOKEN_REFRESHES, bad, (double)fs.token_failures);
+        }
+    }
+}
 
 static void usage(FILE *fp)
 {
@@ -283,6 +328,8 @@ int main(int argc, char **argv)
         .n_apps = d.cfg->n_apps,
         .templates = d.templates,
     };
+    stats_init(VARSEL_VERSION);
+    stats_add_collector(collect_clients, &d);
     d.pl = pipeline_new(d.loop, &pc);
     uv_signal_init(d.loop, &d.sigterm);
     uv_signal_init(d.loop, &d.sigint);
@@ -297,6 +344,7 @@ int main(int argc, char **argv)
     uv_run(d.loop, UV_RUN_DEFAULT);
 
     log_info("daemon", "stopped");
+    stats_free();
     templates_free(d.templates);
     free(d.apps);
     SSL_CTX_free(d.ssl_ctx);

@@ -31,6 +31,7 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "daemon/delivery.h"
+#include "daemon/stats.h"
 #include "queue/event.h"
 #include "queue/receipts.h"
 #include "queue/registry.h"
@@ -84,7 +85,7 @@ struct pipeline {
     char claim_cursor[64];
     bool claiming;
     uint32_t stop_waited_ms, stop_timeout_ms;
-    uint64_t last_trim_ms;
+    uint64_t last_trim_ms, last_poll_ms;
     void (*stop_done)(void *);
     void *stop_arg;
     struct pipeline_stats st;
@@ -151,6 +152,10 @@ static void job_free(struct job *j)
 /* Drop a job without acknowledging it (its entry stays pending). */
 static void job_release(struct job *j)
 {
+    if (j->stage != JOB_ACKING && j->stage != JOB_DONE) {
+        const char *v[] = { "released" };
+        stats_add(STATS_EVENTS, v, 1);
+    }
     j->stage = JOB_DONE;
     if (j->refs == 0) {
         struct pipeline *pl = j->pl;
@@ -168,6 +173,8 @@ static void on_ack(redisAsyncContext *ac, void *r, void *priv)
     j->refs--;
     if (reply && reply->type != REDIS_REPLY_ERROR) {
         pl->st.acked++;
+        const char *v[] = { "acked" };
+        stats_add(STATS_EVENTS, v, 1);
         log_debug("pipeline", "acked %s", j->entry.id);
     } else if (!pl->closed) {
         log_warn("pipeline", "XACK %s failed (%s): the entry stays pending and is "
@@ -204,6 +211,8 @@ static void job_dead_letter(struct job *j, const char *code, const char *reason)
 {
     struct pipeline *pl = j->pl;
     pl->st.dead++;
+    const char *v[] = { code };
+    stats_add(STATS_DEAD_LETTERS, v, 1);
     log_warn("pipeline", "dead letter %s: %s: %s", j->entry.id, code, reason);
     if (stream_dead_letter(pl->cmd, pl->dead_stream, pl->cfg.dead_maxlen, pl->cfg.stream,
                            pl->cfg.consumer, &j->entry, code, reason,
@@ -673,6 +682,84 @@ static void on_autoclaim(redisAsyncContext *ac, void *r, void *priv)
     }
 }
 
+/* ---- figures for /metrics that live in Redis ----------------------------- */
+
+static void on_xinfo(redisAsyncContext *ac, void *r, void *priv)
+{
+    struct pipeline *pl = priv;
+    redisReply *reply = r;
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY)
+        return;
+    const char *sv[] = { pl->cfg.stream };
+    for (size_t i = 0; i < reply->elements; i++) {
+        const redisReply *g = reply->element[i];
+        if (g->type != REDIS_REPLY_ARRAY)
+            continue;
+        bool ours = false;
+        long long lag = -1, pending = -1;
+        for (size_t k = 0; k + 1 < g->elements; k += 2) {
+            const redisReply *key = g->element[k], *v = g->element[k + 1];
+            if (key->type != REDIS_REPLY_STRING)
+                continue;
+            if (strcmp(key->str, "name") == 0 && v->type == REDIS_REPLY_STRING)
+                ours = strcmp(v->str, pl->cfg.group) == 0;
+            else if (strcmp(key->str, "lag") == 0 && v->type == REDIS_REPLY_INTEGER)
+                lag = v->integer;
+            else if (strcmp(key->str, "pending") == 0 && v->type == REDIS_REPLY_INTEGER)
+                pending = v->integer;
+        }
+        if (!ours)
+            continue;
+        if (lag >= 0)
+            stats_set(STATS_STREAM_LAG, sv, (double)lag);
+        if (pending >= 0)
+            stats_set(STATS_STREAM_PENDING, sv, (double)pending);
+    }
+}
+
+static void on_retry_depth(redisAsyncContext *ac, void *r, void *priv)
+{
+    redisReply *reply = r;
+    if (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 3) {
+        double n = 0;
+        for (int i = 0; i < 2; i++)
+            if (reply->element[i]->type == REDIS_REPLY_INTEGER)
+                n += (double)reply->element[i]->integer;
+        stats_set(STATS_RETRY_DEPTH, NULL, n);
+        if (reply->element[2]->type == REDIS_REPLY_INTEGER)
+            stats_set(STATS_DEAD_LENGTH, NULL, (double)reply->element[2]->integer);
+    }
+}
+
+/* Every few seconds: group lag and pending, retry schedule, dead letters. */
+static void poll_redis_figures(struct pipeline *pl)
+{
+    const char *xinfo[] = { "XINFO", "GROUPS", pl->cfg.stream };
+    redis_conn_cmd_argv(pl->cmd, on_xinfo, pl, 3, xinfo, NULL);
+    size_t n = strlen(pl->cfg.prefix) + 16;
+    char kz[n], kl[n], kd[n];
+    snprintf(kz, n, "%sretry", pl->cfg.prefix);
+    snprintf(kl, n, "%sretry:lease", pl->cfg.prefix);
+    snprintf(kd, n, "%sdead", pl->cfg.prefix);
+    /* One script-free round trip: a MULTI would need three replies too. */
+    static const char lua[] =
+        "return {redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2]), "
+        "redis.call('XLEN', KEYS[3])}";
+    const char *ev[] = { "EVAL", lua, "3", kz, kl, kd };
+    redis_conn_cmd_argv(pl->cmd, on_retry_depth, pl, 6, ev, NULL);
+}
+
+/* Collector for stats.h: values this pipeline knows in memory. */
+static void collect_pipeline(void *arg)
+{
+    struct pipeline *pl = arg;
+    stats_set(STATS_INFLIGHT, NULL, (double)pl->dctx.inflight);
+    stats_set(STATS_JOBS, NULL, (double)pl->n_jobs);
+    const char *c1[] = { "cmd" }, *c2[] = { "read" };
+    stats_set(STATS_REDIS_CONNECTED, c1, pl->cmd && redis_conn_ready(pl->cmd) ? 1 : 0);
+    stats_set(STATS_REDIS_CONNECTED, c2, pl->rd && redis_conn_ready(pl->rd) ? 1 : 0);
+}
+
 static void on_trimmed(redisAsyncContext *ac, void *r, void *priv)
 {
     redisReply *reply = r;
@@ -699,6 +786,10 @@ static void on_claim_timer(uv_timer_t *t)
         free(ids);
     }
     uint64_t now = mono_ms();
+    if (now - pl->last_poll_ms >= 5000) {
+        pl->last_poll_ms = now;
+        poll_redis_figures(pl);
+    }
     if (pl->cfg.trim_interval_ms > 0 && now - pl->last_trim_ms >= (uint64_t)pl->cfg.trim_interval_ms) {
         pl->last_trim_ms = now;
         stream_trim(pl->cmd, pl->cfg.stream, on_trimmed, pl);
@@ -782,6 +873,7 @@ struct pipeline *pipeline_new(uv_loop_t *loop, const struct pipeline_config *cfg
     dc->on_done = on_delivery_done;
     dc->arg = pl;
     delivery_ctx_init(dc, loop);
+    stats_add_collector(collect_pipeline, pl);
     return pl;
 }
 

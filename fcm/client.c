@@ -214,6 +214,11 @@ int fcm_client_send(struct fcm_client *c, const char *json, size_t len,
     return 0;
 }
 
+const struct h2_pool *fcm_client_pool(const struct fcm_client *c)
+{
+    return c->pool;
+}
+
 size_t fcm_client_inflight(const struct fcm_client *c)
 {
     return h2_pool_inflight(c->pool) + h2_pool_queued(c->pool);

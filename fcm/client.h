@@ -45,6 +45,10 @@ int fcm_client_send(struct fcm_client *c, const char *json, size_t len,
 
 size_t fcm_client_inflight(const struct fcm_client *c);
 
+/* The FCM connection pool (for metrics). */
+struct h2_pool;
+const struct h2_pool *fcm_client_pool(const struct fcm_client *c);
+
 struct fcm_client_stats {
     uint64_t token_refreshes, token_failures, auth_retries;
     size_t connections;
