@@ -119,6 +119,7 @@ static struct h2_pool *make_pool(uv_loop_t *loop, const struct apns_client_confi
         .connect_timeout_ms = 10000,
         .ping_idle_ms = 60000,
         .max_attempts = 3,
+        .fail_fast = 1, /* the pipeline retries durably */
     };
     return h2_pool_new(loop, &pc);
 }

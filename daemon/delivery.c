@@ -35,6 +35,7 @@
 #include "daemon/templates.h"
 #include "fcm/client.h"
 #include "fcm/message.h"
+#include "http2/client.h"
 #include "queue/registry.h"
 
 #define BODY_MAX 4096
@@ -333,6 +334,24 @@ void delivery_start(struct delivery *d)
         settle_as(d, "failed", SETTLE_FINAL);
         return;
     }
+    /* Circuit breaker: while a provider is unreachable, one probe request
+     * waits in its pool and the rest become durable retries at once, so a
+     * dead provider never fills the in-flight window of the others. */
+    const struct h2_pool *pool = d->prov == PROV_APNS
+        ? apns_client_pool(d->app->apns, strcmp(d->environment, "sandbox") == 0)
+        : fcm_client_pool(d->app->fcm);
+    const char *why = NULL;
+    if (h2_pool_unreachable(pool, &why) && h2_pool_queued(pool) + h2_pool_inflight(pool) > 0) {
+        struct push_result r;
+        memset(&r, 0, sizeof r);
+        r.outcome = PUSH_TRANSIENT;
+        r.token_timestamp_ms = -1;
+        r.retry_after_s = -1;
+        snprintf(r.reason, sizeof r.reason, "provider unreachable: %s", why);
+        ctx->inflight++;
+        on_push_done(&r, d);
+        return;
+    }
     char tk[24];
     log_debug("deliver", "%s/%s -> %s/%s %s attempt %d token %s", d->tenant, d->event_id,
               d->user, d->device, d->platform, d->attempt, log_token(d->token, tk, sizeof tk));
@@ -426,8 +445,10 @@ static void on_push_done(const struct push_result *r, void *user)
     }
     const char *prov = d->prov == PROV_APNS ? "apns" : "fcm";
     const char *pv[] = { prov };
+    /* Transport errors carry addresses and errno text: one label for all. */
     stats_provider_answer(prov, d->app_name, r->http_status,
-                          r->outcome == PUSH_SENT ? "" : r->reason);
+                          r->outcome == PUSH_SENT ? "" : r->http_status == 0 ? "transport"
+                                                                             : r->reason);
     if (r->http_status != 0)
         stats_observe(STATS_PROVIDER_RTT, pv, (double)r->rtt_ms / 1000.0);
     if (r->outcome == PUSH_SENT)

@@ -182,6 +182,7 @@ int fcm_client_new(uv_loop_t *loop, const struct fcm_client_config *cfg,
         .connect_timeout_ms = 10000,
         .ping_idle_ms = 60000,
         .max_attempts = 3,
+        .fail_fast = 1, /* the pipeline retries durably */
     };
     c->pool = h2_pool_new(loop, &pc);
     c->open = (c->oauth != NULL) + (c->pool != NULL);

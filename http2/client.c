@@ -146,6 +146,8 @@ struct h2_pool {
     uint32_t connect_timeout_ms;
     uint32_t ping_idle_ms;
     int max_attempts;
+    int fail_fast;
+    int failures_in_streak;        /* connect failures since the last success */
     uint32_t tick_ms;
     nghttp2_session_callbacks *ngcb;
     nghttp2_option *ngopt;
@@ -683,6 +685,7 @@ static void conn_on_open(struct tls_conn *t, void *user)
     c->state = C_OPEN;
     c->last_input_ms = pool_now(p);
     p->down_since = 0;
+    p->failures_in_streak = 0;
     p->stats.connects++;
     log_info(TAG, "%s: connected to %s (%zu connections)", p->name, c->addr, p->n_conns);
     pool_kick(p);
@@ -804,6 +807,20 @@ static void on_backoff(uv_timer_t *t)
     pool_kick(p);
 }
 
+bool h2_pool_unreachable(const struct h2_pool *p, const char **why)
+{
+    if (p->down_since == 0 || p->failures_in_streak == 0)
+        return false;
+    for (const struct h2_conn *c = p->conns; c; c = c->next)
+        if (c->state == C_OPEN || c->state == C_DRAINING)
+            return false;
+    if (!p->fail_fast && pool_now(p) - p->down_since < p->connect_timeout_ms)
+        return false;
+    if (why)
+        *why = p->last_error[0] ? p->last_error : "cannot connect";
+    return true;
+}
+
 /* Fail every queued request with H2_ERR_CONNECT if nothing has connected for
  * the connect-timeout window, then wait before the next attempt. */
 static void schedule_backoff(struct h2_pool *p)
@@ -815,7 +832,9 @@ static void schedule_backoff(struct h2_pool *p)
     uint64_t now = pool_now(p);
     if (p->down_since == 0)
         p->down_since = now;
-    if (!any_open && now - p->down_since >= p->connect_timeout_ms && p->n_queued > 0) {
+    p->failures_in_streak++;
+    if (!any_open && p->n_queued > 0 &&
+        (p->fail_fast || now - p->down_since >= p->connect_timeout_ms)) {
         char reason[REASON_LEN + 32];
         snprintf(reason, sizeof reason, "cannot connect: %s",
                  p->last_error[0] ? p->last_error : "unknown");
@@ -1126,6 +1145,7 @@ struct h2_pool *h2_pool_new(uv_loop_t *loop, const struct h2_pool_config *cfg)
     p->initial_max_streams = cfg->initial_max_streams ? cfg->initial_max_streams : 1;
     p->request_timeout_ms = cfg->request_timeout_ms;
     p->connect_timeout_ms = cfg->connect_timeout_ms ? cfg->connect_timeout_ms : 10000;
+    p->fail_fast = cfg->fail_fast;
     p->ping_idle_ms = cfg->ping_idle_ms;
     p->max_attempts = cfg->max_attempts > 0 ? cfg->max_attempts : 1;
     uint32_t base = p->connect_timeout_ms;

@@ -17,6 +17,7 @@
 
 #include <openssl/ssl.h>
 #include <stddef.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <uv.h>
 
@@ -88,6 +89,11 @@ struct h2_pool_config {
                                      closes the connection */
     int max_attempts;             /* a request lost this many times (connection
                                      drop, REFUSED_STREAM) fails; >= 1, e.g. 3 */
+    int fail_fast;                /* when connecting fails and no connection
+                                     is up, fail the queued requests at once
+                                     (H2_ERR_CONNECT) instead of after
+                                     connect_timeout_ms: for callers with
+                                     durable retries of their own */
 };
 
 struct h2_pool_stats {
@@ -131,6 +137,13 @@ size_t h2_pool_inflight(const struct h2_pool *p);
 size_t h2_pool_queued(const struct h2_pool *p);
 /* Connections alive: handshaking, open, or draining after GOAWAY. */
 size_t h2_pool_connections(const struct h2_pool *p);
+/*
+ * true when no connection is up and connecting has failed for at least
+ * connect_timeout_ms; |*why| (may be NULL) gets the last error. Callers use
+ * it as a circuit breaker: while it holds, send only one probe request and
+ * treat the rest as a transient failure (retry later) instead of queueing.
+ */
+bool h2_pool_unreachable(const struct h2_pool *p, const char **why);
 /* Copy the pool's counters into |out|. */
 void h2_pool_get_stats(const struct h2_pool *p, struct h2_pool_stats *out);
 

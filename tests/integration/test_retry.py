@@ -173,3 +173,35 @@ def test_scheduled_retries_survive_a_crash(ctx):
              "each token accepted exactly once after the restart")
     check_eq(0, r.call("ZCARD", h.PREFIX + "retry") + r.call("ZCARD", h.PREFIX + "retry:lease"),
              "schedule empty")
+
+
+def test_dead_provider_does_not_stall_others(ctx):
+    """One app's provider is unreachable (nothing listens on its port): its
+    deliveries become durable retries while the healthy app's deliveries go
+    out at once, even with a small in-flight window."""
+    rs = ctx.redis_server()
+    sb = ctx.sandbox()
+    dead_port = h.free_port()
+    d = ctx.daemon(rs, sb, overrides={"delivery": {"inflight_window": "20"}},
+                   extra_sections={"app dead": {
+                       "apns_topic": h.TOPIC, "apns_team_id": sb.team_id,
+                       "apns_key_id": sb.key_id, "apns_key_file": str(sb.p8),
+                       "apns_url": f"https://127.0.0.1:{dead_port}",
+                       "apns_sandbox_url": f"https://127.0.0.1:{dead_port}"}})
+    r = ctx.client(rs)
+    dead_users = register_users(r, 100, prefix="x", app="dead")
+    live_users = register_users(r, 100, prefix="l")
+    ev_dead = h.message_new(list(dead_users), "t-dead", "A", "B")
+    h.publish(r, ev_dead)
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    ev_live = h.message_new(list(live_users), "t-live", "A", "B")
+    h.publish(r, ev_live)
+    wait_for(lambda: list(statuses(r, ev_live).values()).count("sent") == 100, 60,
+             what=lambda: f"100 live deliveries sent, have {statuses(r, ev_live)}")
+    took = time.monotonic() - t0
+    check(took < 15, f"the healthy app waited {took:.1f}s behind the dead one")
+    wait_for(lambda: len(statuses(r, ev_dead)) == 100, 30, what="dead app outcomes")
+    check_eq({"retrying"}, set(statuses(r, ev_dead).values()),
+             "the unreachable app's deliveries wait in the retry schedule")
+    ctx.note(f"healthy app's 100 deliveries done in {took:.1f}s beside an unreachable provider")
