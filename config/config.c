@@ -25,6 +25,7 @@
 #include "common/log.h"
 #include "common/util.h"
 
+#include <arpa/inet.h>
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <ini.h>
@@ -39,9 +40,10 @@
 #define CONFIG_FILE_MAX (1u << 20)      /* a config file over 1 MiB is a mistake */
 #define SERVICE_ACCOUNT_MAX (1u << 20)
 
-enum ksect { SEC_NONE = -1, SEC_DAEMON, SEC_REDIS, SEC_TLS, SEC_DELIVERY, SEC_APP };
+enum ksect { SEC_NONE = -1, SEC_DAEMON, SEC_REDIS, SEC_TLS, SEC_DELIVERY, SEC_ADMIN, SEC_APP };
 
-static const char *const sect_names[] = { "daemon", "redis", "tls", "delivery", "app" };
+static const char *const sect_names[] = { "daemon", "redis", "tls", "delivery", "admin",
+                                          "app" };
 
 enum ktype {
     K_STRING,    /* length min..max; extra: NULL, "alnum" */
@@ -52,10 +54,11 @@ enum ktype {
     K_REDIS_URL, /* redis://..., also fills host, port, user, password, db */
     K_FILE,      /* path of a readable file, resolved against the config dir */
     K_DIR,       /* path of a directory, resolved against the config dir */
+    K_LISTEN,    /* "IPv4:port", "[IPv6]:port", "off" or empty; fills config_admin */
 };
 
 static const char *const type_names[] = { "string", "int", "bool", "enum", "url",
-                                          "redis-url", "file", "dir" };
+                                          "redis-url", "file", "dir", "listen" };
 
 struct key {
     enum ksect sect;
@@ -130,6 +133,12 @@ static const struct key keys[] = {
     { SEC_DELIVERY, "retry_lease_ms", K_INT, G(delivery.retry_lease_ms), "120000", NULL,
       false, 1000, 3600000, "milliseconds",
       "how long a claimed retry belongs to one process before another may take it" },
+
+    /* [admin] */
+    { SEC_ADMIN, "listen", K_LISTEN, G(admin.listen), "127.0.0.1:9470", NULL, false, 0, 0, NULL,
+      "address of the admin HTTP server (IPv4:port or [IPv6]:port); off or empty: none" },
+    { SEC_ADMIN, "token", K_STRING, G(admin.token), NULL, "none", false, 16, 256, "visible",
+      "bearer token required by every admin endpoint but /healthz and /metrics" },
 
     /* [app NAME] */
     { SEC_APP, "apns_topic", K_STRING, A(apns_topic), NULL, "none", false, 1, 255, NULL,
@@ -441,6 +450,41 @@ fail:
     return -1;
 }
 
+/*
+ * Parse an [admin] listen value into |a|: "off" or "" disable the server;
+ * otherwise an IP literal and a port, "127.0.0.1:9470" or "[::1]:9470" (no
+ * host names: the address is bound as written). Returns 0 or -1.
+ */
+static int parse_listen(const char *v, struct config_admin *a)
+{
+    a->enabled = false;
+    a->loopback = false;
+    a->host[0] = '\0';
+    a->port = 0;
+    if (v[0] == '\0' || strcasecmp(v, "off") == 0)
+        return 0;
+    char host[sizeof a->host];
+    int port = 0;
+    if (parse_hostport(v, strlen(v), host, sizeof host, &port) != 0 || port == 0)
+        return -1;
+    unsigned char bin[16];
+    if (v[0] == '[') {
+        if (inet_pton(AF_INET6, host, bin) != 1)
+            return -1;
+        static const unsigned char v4mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+        a->loopback = memcmp(bin, &in6addr_loopback, 16) == 0 ||
+                      (memcmp(bin, v4mapped, 12) == 0 && bin[12] == 127);
+    } else {
+        if (inet_pton(AF_INET, host, bin) != 1)
+            return -1;
+        a->loopback = bin[0] == 127;
+    }
+    memcpy(a->host, host, sizeof host);
+    a->port = port;
+    a->enabled = true;
+    return 0;
+}
+
 /* ---- values ------------------------------------------------------------ */
 
 static void *field_ptr(void *base, const struct key *k)
@@ -476,7 +520,7 @@ static int set_value(struct pstate *ps, const struct key *k, void *base, const c
     char sh[96], why[160];
     size_t vlen = strlen(value);
 
-    if (vlen == 0 && !(k->type == K_STRING && k->min == 0)) {
+    if (vlen == 0 && !((k->type == K_STRING || k->type == K_LISTEN) && k->min == 0)) {
         perr(ps, line, "[%s] %s: empty value (comment the line out to use the default)",
              label, k->name);
         return -1;
@@ -494,15 +538,22 @@ static int set_value(struct pstate *ps, const struct key *k, void *base, const c
         }
         for (size_t i = 0; i < vlen; i++) {
             unsigned char c = (unsigned char)value[i];
-            bool ok = k->extra && strcmp(k->extra, "alnum") == 0
-                          ? (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') ||
-                                (c >= 'a' && c <= 'z')
-                          : c > 0x20 && c != 0x7f;
+            bool alnum = k->extra && strcmp(k->extra, "alnum") == 0;
+            bool visible = k->extra && strcmp(k->extra, "visible") == 0;
+            bool ok = alnum ? (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') ||
+                                  (c >= 'a' && c <= 'z')
+                      : visible ? c > 0x20 && c < 0x7f
+                                : c > 0x20 && c != 0x7f;
             if (!ok) {
-                perr(ps, line, "[%s] %s: %s, got \"%s\"", label, k->name,
-                     k->extra ? "expected letters and digits only"
-                              : "must not contain spaces or control characters",
-                     shown(value, sh));
+                /* A secret (visible-only) is never echoed. */
+                if (visible)
+                    perr(ps, line, "[%s] %s: expected printable ASCII without spaces", label,
+                         k->name);
+                else
+                    perr(ps, line, "[%s] %s: %s, got \"%s\"", label, k->name,
+                         alnum ? "expected letters and digits only"
+                               : "must not contain spaces or control characters",
+                         shown(value, sh));
                 return -1;
             }
         }
@@ -575,6 +626,14 @@ static int set_value(struct pstate *ps, const struct key *k, void *base, const c
         /* The URL may hold a password: never echo it. */
         if (parse_redis_url(value, &ps->cfg->redis, why, sizeof why) != 0) {
             perr(ps, line, "[%s] %s: %s", label, k->name, why);
+            return -1;
+        }
+        set_string(base, k, xstrdup(value));
+        return 0;
+    case K_LISTEN:
+        if (parse_listen(value, &ps->cfg->admin) != 0) {
+            perr(ps, line, "[%s] %s: expected IPv4:port, [IPv6]:port or off, got \"%s\"",
+                 label, k->name, shown(value, sh));
             return -1;
         }
         set_string(base, k, xstrdup(value));
@@ -941,6 +1000,12 @@ static void finish(struct pstate *ps)
             cfg->daemon.templates_dir = xstrdup("config/templates");
         }
     }
+    if (cfg->admin.enabled && !cfg->admin.loopback && cfg->admin.token == NULL) {
+        const struct key *lk = find_key(SEC_ADMIN, "listen");
+        perr(ps, ps->seen[lk - keys], "[admin] token: required when [admin] listen (%s) is "
+             "not a loopback address", cfg->admin.listen);
+        return;
+    }
     if (cfg->n_apps == 0) {
         perr(ps, 0, "no [app NAME] section; at least one app is required");
         return;
@@ -1010,7 +1075,7 @@ static void free_fields(void *base, bool app)
         if ((k->sect == SEC_APP) != app)
             continue;
         if (k->type == K_STRING || k->type == K_URL || k->type == K_REDIS_URL ||
-            k->type == K_FILE || k->type == K_DIR) {
+            k->type == K_FILE || k->type == K_DIR || k->type == K_LISTEN) {
             char **p = field_ptr(base, k);
             free(*p);
             *p = NULL;
@@ -1027,6 +1092,8 @@ void config_free(struct config *cfg)
         free(cfg->apps[i].name);
     }
     free(cfg->apps);
+    if (cfg->admin.token != NULL)
+        explicit_bzero(cfg->admin.token, strlen(cfg->admin.token));
     free_fields(cfg, false);
     free(cfg->redis.host);
     free(cfg->redis.user);

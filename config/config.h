@@ -62,6 +62,15 @@ struct config_delivery {
     int64_t retry_lease_ms;     /* a claimed retry's lease */
 };
 
+struct config_admin {
+    char *listen;               /* as written; "off" or "" = no admin server */
+    char *token;                /* bearer token, NULL when unset; never log it */
+    bool enabled;               /* listen names an address */
+    char host[64];              /* IP literal of listen, without brackets */
+    int port;                   /* 1..65535 */
+    bool loopback;              /* host is in 127.0.0.0/8 or ::1 */
+};
+
 struct config_app {
     char *name;                 /* NAME of [app NAME] */
     int line;                   /* line of the section header (for messages) */
@@ -92,6 +101,7 @@ struct config {
     struct config_redis redis;
     struct config_tls tls;
     struct config_delivery delivery;
+    struct config_admin admin;
     struct config_app *apps;    /* owned array, in file order */
     size_t n_apps;              /* >= 1 */
 };
