@@ -39,6 +39,7 @@
 
 
 #define SLICE_USERS 256  /* recipients looked up at a time */
+#define REDIS_STALL_MS 15000 /* a Redis reply later than this means a dead link */
 
 struct job;
 
@@ -773,6 +774,13 @@ static void on_trimmed(redisAsyncContext *ac, void *r, void *priv)
 static void on_claim_timer(uv_timer_t *t)
 {
     struct pipeline *pl = t->data;
+    /* Watchdogs: the blocking read must return within block_ms, commands
+     * within a few seconds; otherwise the connection is dead or hung. */
+    if (!pl->closed && pl->rd &&
+        redis_conn_stalled(pl->rd, (uint64_t)pl->cfg.block_ms + REDIS_STALL_MS))
+        redis_conn_reset(pl->rd, "blocking read overdue");
+    if (!pl->closed && pl->cmd && redis_conn_stalled(pl->cmd, REDIS_STALL_MS))
+        redis_conn_reset(pl->cmd, "replies overdue");
     if (pl->closed || pl->stopping || !pl->group_ready || !redis_conn_ready(pl->cmd))
         return;
     /* Keep the entries we work on fresh so no other process takes them. */

@@ -119,6 +119,7 @@ struct redis_conn {
     bool closing;
     bool timer_closed;
     uint64_t last_warn_ms;      /* of the last "cannot connect" warning */
+    uint64_t last_progress_ms;  /* last reply, or first send after idle */
 };
 
 static void start_connect(struct redis_conn *c);
@@ -317,6 +318,7 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *priv)
     struct cmd_wrap *w = priv;
     if (w->c->pending > 0 && !w->c->closing)
         w->c->pending--;
+    w->c->last_progress_ms = mono_ms();
     if (w->fn)
         w->fn(ac, reply, w->priv);
     free(w);
@@ -335,7 +337,8 @@ int redis_conn_cmd_argv(struct redis_conn *c, redisCallbackFn *fn, void *priv,
         free(w);
         return -1;
     }
-    c->pending++;
+    if (c->pending++ == 0)
+        c->last_progress_ms = mono_ms();
     return 0;
 }
 
@@ -356,8 +359,15 @@ int redis_conn_cmd(struct redis_conn *c, redisCallbackFn *fn, void *priv,
         free(w);
         return -1;
     }
-    c->pending++;
+    if (c->pending++ == 0)
+        c->last_progress_ms = mono_ms();
     return 0;
+}
+
+bool redis_conn_stalled(const struct redis_conn *c, uint64_t timeout_ms)
+{
+    return c->state == R_READY && c->pending > 0 &&
+           mono_ms() - c->last_progress_ms > timeout_ms;
 }
 
 void redis_conn_reset(struct redis_conn *c, const char *why)

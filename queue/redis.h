@@ -57,6 +57,13 @@ int redis_conn_cmd(struct redis_conn *c, redisCallbackFn *fn, void *priv,
 size_t redis_conn_pending(const struct redis_conn *c);
 
 /*
+ * true when replies are outstanding and none has come for |timeout_ms|
+ * (hiredis 0.14 has no command timeout: a Redis that hangs, or a network
+ * that silently drops packets, would otherwise stall us forever).
+ */
+bool redis_conn_stalled(const struct redis_conn *c, uint64_t timeout_ms);
+
+/*
  * Drop the current connection (outstanding callbacks get NULL) and
  * reconnect after the backoff; used when a reply is overdue.
  */

@@ -98,3 +98,32 @@ def test_big_event_expanded_in_slices(ctx):
              what=lambda: f"3000 statuses, have {len(h.status_of(r, h.TENANT, ev['id']))}")
     check_eq({"sent"}, set(h.status_of(r, h.TENANT, ev["id"]).values()), "all sent")
     wait_for(lambda: r.xpending()["count"] == 0, 30, what="XPENDING empty")
+
+
+@h.long_test
+@h.timeout(240)
+def test_hung_redis_is_detected(ctx):
+    """Redis stops answering (SIGSTOP) without closing connections: varseld
+    notices the overdue replies, reconnects once Redis answers again, and
+    every delivery completes."""
+    import signal as sig
+    rs = ctx.redis_server()
+    sb = ctx.sandbox(extra=["--latency-ms", "500"])
+    d = ctx.daemon(rs, sb, overrides={"redis": {"claim_idle_ms": "3000"}})
+    r = ctx.client(rs)
+    users = [f"hz{i}" for i in range(50)]
+    h.publish_many(r, [h.device_register(u, "phone", h.new_token()) for u in users])
+    wait_for(lambda: h.devices(r, h.TENANT, users[-1]), 20, what="registrations")
+    ev = h.message_new(users, "t-hung", "A", "B")
+    h.publish(r, ev)
+    time.sleep(0.2)
+    rs.proc.send_signal(sig.SIGSTOP)
+    try:
+        wait_for(lambda: "overdue" in d.log_text(), 60, interval=1.0,
+                 what="varseld to notice Redis hanging")
+    finally:
+        rs.proc.send_signal(sig.SIGCONT)
+    r = ctx.client(rs)
+    wait_for(lambda: list(h.status_of(r, h.TENANT, ev["id"]).values()).count("sent") == 50,
+             60, what="all 50 sent after Redis woke up")
+    wait_for(lambda: r.xpending()["count"] == 0, 30, what="XPENDING empty")
