@@ -73,4 +73,4 @@ def test_backlog_million(ctx):
              f"({ENTRIES / took:.0f}/s); peak RSS {peak_mb:.1f} MB with a window of {window}")
     # Budget: the process baseline plus a few KiB per in-flight delivery and
     # per job; far below what a million entries would take.
-    check(peak_mb < 150, f"peak RSS {peak_mb:.1f} MB exceeds the window's budget")
+    check(peak_mb < 64, f"peak RSS {peak_mb:.1f} MB exceeds the window's budget")

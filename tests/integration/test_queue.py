@@ -127,3 +127,33 @@ def test_hung_redis_is_detected(ctx):
     wait_for(lambda: list(h.status_of(r, h.TENANT, ev["id"]).values()).count("sent") == 50,
              60, what="all 50 sent after Redis woke up")
     wait_for(lambda: r.xpending()["count"] == 0, 30, what="XPENDING empty")
+
+
+def test_registry_updates_apply_in_occurred_at_order(ctx):
+    """Replays and several daemons can reorder device events: an older
+    update never overwrites a newer one, and a logout is not undone by an
+    older register arriving late."""
+    rs = ctx.redis_server()
+    sb = ctx.sandbox()
+    d = ctx.daemon(rs, sb)
+    r = ctx.client(rs)
+    ta, tb, tc = h.new_token(), h.new_token(), h.new_token()
+
+    def settle(evs):
+        h.publish_many(r, evs)
+        wait_for(lambda: r.xpending()["count"] == 0 and
+                 r.xinfo_groups()[0].get("lag") == 0, 20, what="events applied")
+
+    settle([h.device_register("o1", "d1", ta, occurred_at=h.rfc3339(-10)),
+            h.device_register("o1", "d1", tb, occurred_at=h.rfc3339(-20))])
+    check_eq(ta, h.devices(r, h.TENANT, "o1")["d1"]["token"], "the newer register wins")
+    check(h.token_owner(r, h.APP, tb) is None, "the stale token was not indexed")
+    settle([h.device_unregister("o1", "d1", occurred_at=h.rfc3339(-30))])
+    check("d1" in h.devices(r, h.TENANT, "o1"), "an older logout changes nothing")
+    settle([h.device_unregister("o1", "d1", occurred_at=h.rfc3339(-5)),
+            h.device_register("o1", "d1", tc, occurred_at=h.rfc3339(-7))])
+    check("d1" not in h.devices(r, h.TENANT, "o1"),
+          "a register older than the logout does not bring the device back")
+    check(h.token_owner(r, h.APP, ta) is None, "the logged-out token left the index")
+    settle([h.device_register("o1", "d1", tc, occurred_at=h.rfc3339(-1))])
+    check_eq(tc, h.devices(r, h.TENANT, "o1")["d1"]["token"], "a newer register does")
