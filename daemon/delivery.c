@@ -149,6 +149,7 @@ static struct delivery *alloc_delivery(struct delivery_ctx *ctx, void *owner,
     else if (strcmp(d->platform, "android") == 0)
         d->prov = d->app && d->app->fcm ? PROV_FCM : PROV_NONE;
     ctx->st.created++;
+    ctx->active++;
     return d;
 }
 
@@ -304,13 +305,17 @@ static void retry_list_del(struct delivery *d)
 /* The delivery's business is over: tell the owner or free it. */
 static void finish(struct delivery *d)
 {
+    struct delivery_ctx *ctx = d->ctx;
     d->done = true;
+    ctx->active--;
     if (d->owner) {
-        d->ctx->on_done(d, d->ctx->arg);
+        ctx->on_done(d, ctx->arg);
         return;
     }
     retry_list_del(d);
     delivery_free(d);
+    if (ctx->on_room && !ctx->closed)
+        ctx->on_room(ctx->arg);
 }
 
 /* ---- sending and deciding ------------------------------------------------ */
@@ -709,9 +714,9 @@ static void on_poll(uv_timer_t *t)
         free(ids);
         ctx->last_renew_ms = now;
     }
-    if (ctx->stopping || ctx->claiming || ctx->inflight >= ctx->window)
+    if (ctx->stopping || ctx->claiming || ctx->active >= ctx->window)
         return;
-    size_t room = ctx->window - ctx->inflight;
+    size_t room = ctx->window - ctx->active;
     int count = room > CLAIM_MAX ? CLAIM_MAX : (int)room;
     if (receipts_claim_retries(ctx->cmd, ctx->keys.prefix, now_ms(), ctx->lease_ms, count,
                                on_claimed, ctx) == 0)

@@ -45,9 +45,13 @@ struct delivery_ctx {
     int64_t lease_ms;                /* a claimed retry's lease */
     size_t window;                   /* deliveries in flight at most */
     size_t inflight;                 /* sent to a provider, no answer yet */
+    size_t active;                   /* created and not yet done (outcome
+                                        written or released): the window
+                                        counts these */
     bool stopping;                   /* no new retries are claimed */
     bool closed;                     /* Redis is gone: release, write nothing */
     void (*on_done)(struct delivery *d, void *arg); /* job deliveries only */
+    void (*on_room)(void *arg);      /* a retry finished: the window has room */
     void *arg;
     /* internal */
     struct delivery *redo;           /* settlements to write again */

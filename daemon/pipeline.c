@@ -67,6 +67,9 @@ struct job {
     size_t outstanding;          /* created, not yet done */
     size_t n_created;
     bool unsettled_lost;         /* a delivery or slice ended without a written outcome */
+    bool in_send;                /* job_send_slice is iterating the slice */
+    bool waiting;                /* on pl's list of jobs waiting for window room */
+    struct job *wnext;
 };
 
 struct pipeline {
@@ -80,6 +83,7 @@ struct pipeline {
     char history_id[64];
     bool stopping, closed;
     struct job *jobs;            /* list of active jobs */
+    struct job *wait_head, *wait_tail; /* jobs waiting for room in the window */
     size_t n_jobs;
     struct delivery_ctx dctx;    /* deliveries, settlement, retries */
     uv_timer_t claim_timer, stop_timer;
@@ -97,6 +101,7 @@ static void maybe_read(struct pipeline *pl);
 static void job_release(struct job *j);
 static void job_check_done(struct job *j);
 static void job_send_slice(struct job *j);
+static void pipeline_resume(struct pipeline *pl);
 
 /* ---- jobs ------------------------------------------------------------- */
 
@@ -122,9 +127,27 @@ static struct job *job_new(struct pipeline *pl, struct stream_entry *e)
     return j;
 }
 
+static void wait_remove(struct pipeline *pl, struct job *j)
+{
+    struct job **pp = &pl->wait_head, *prev = NULL;
+    while (*pp && *pp != j) {
+        prev = *pp;
+        pp = &(*pp)->wnext;
+    }
+    if (*pp) {
+        *pp = j->wnext;
+        if (pl->wait_tail == j)
+            pl->wait_tail = prev;
+    }
+    j->waiting = false;
+    j->wnext = NULL;
+}
+
 static void job_free(struct job *j)
 {
     struct pipeline *pl = j->pl;
+    if (j->waiting)
+        wait_remove(pl, j);
     if (j->prev)
         j->prev->next = j->next;
     else
@@ -356,11 +379,26 @@ static void job_next_slice(struct job *j)
         job_check_done(j);
         return;
     }
-    if (pl->dctx.inflight >= pl->cfg.inflight_window && j->outstanding > 0)
-        return; /* resumed from on_delivery_done */
+    if (j->in_send)
+        return; /* job_send_slice calls again when its loop is done */
+    size_t window = pl->cfg.inflight_window, active = pl->dctx.active;
+    if (active >= window) {
+        /* Wait for room: resumed by pipeline_resume when deliveries end. */
+        if (!j->waiting) {
+            j->waiting = true;
+            if (pl->wait_tail)
+                pl->wait_tail->wnext = j;
+            else
+                pl->wait_head = j;
+            pl->wait_tail = j;
+        }
+        return;
+    }
     size_t n = j->n_users - j->next_user;
     if (n > SLICE_USERS)
         n = SLICE_USERS;
+    if (n > window - active)
+        n = window - active; /* a user may have several devices: small overshoot */
     j->slice_base = j->next_user;
     j->slice_len = n;
     j->slice_replies = 0;
@@ -422,6 +460,7 @@ static void job_send_slice(struct job *j)
     size_t skipped = 0, created = 0;
     /* A guard keeps the job alive while deliveries settle at once. */
     j->refs++;
+    j->in_send = true;
     for (size_t u = 0; u < j->slice_len; u++) {
         const struct event_recipient *rc = &j->users[j->slice_base + u];
         for (size_t k = 0; k < j->n_devs[u]; k++) {
@@ -443,6 +482,7 @@ static void job_send_slice(struct job *j)
         j->devs[u] = NULL;
         j->n_devs[u] = 0;
     }
+    j->in_send = false;
     j->n_created += created;
     pl->st.skipped += skipped;
     pl->st.deliveries += created;
@@ -470,11 +510,30 @@ static void on_delivery_done(struct delivery *d, void *arg)
     } else {
         j->unsettled_lost = true;
     }
+    struct pipeline *pl = j->pl;
     delivery_free(d);
-    if (j->next_user < j->n_users && !j->slice_busy)
+    if (j->next_user < j->n_users && !j->slice_busy && !j->waiting)
         job_next_slice(j);
     else
         job_check_done(j);
+    pipeline_resume(pl);
+}
+
+/* Room in the window: let waiting jobs expand their next slice, then read. */
+static void pipeline_resume(struct pipeline *pl)
+{
+    while (!pl->closed && pl->wait_head && pl->dctx.active < pl->cfg.inflight_window) {
+        struct job *j = pl->wait_head;
+        wait_remove(pl, j);
+        job_next_slice(j);
+    }
+    if (!pl->closed && pl->wait_head == NULL)
+        maybe_read(pl);
+}
+
+static void on_room(void *arg)
+{
+    pipeline_resume(arg);
 }
 
 static void job_check_done(struct job *j)
@@ -607,7 +666,7 @@ static void on_read(redisAsyncContext *ac, void *r, void *priv)
 
 static bool has_room(const struct pipeline *pl)
 {
-    return pl->dctx.inflight < pl->cfg.inflight_window &&
+    return pl->dctx.active < pl->cfg.inflight_window && pl->wait_head == NULL &&
            pl->n_jobs < (size_t)pl->cfg.batch_size * 4;
 }
 
@@ -879,6 +938,7 @@ struct pipeline *pipeline_new(uv_loop_t *loop, const struct pipeline_config *cfg
     dc->lease_ms = cfg->retry_lease_ms;
     dc->window = cfg->inflight_window;
     dc->on_done = on_delivery_done;
+    dc->on_room = on_room;
     dc->arg = pl;
     delivery_ctx_init(dc, loop);
     stats_add_collector(collect_pipeline, pl);
