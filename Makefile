@@ -40,7 +40,7 @@ ifneq ($(CTL_SRC),)
 PROGS += $(BUILD)/varselctl
 endif
 
-.PHONY: all clean test check unit integration fuzz
+.PHONY: all clean test check unit integration fuzz test-long
 .SECONDARY:
 all: $(PROGS) $(UNIT_BIN)
 
@@ -80,6 +80,9 @@ integration: $(PROGS)
 	@python3 tests/integration/run.py --build $(BUILD)
 test check: all
 	@scripts/run-tests.sh $(BUILD)
+# Long tier, run by hand: full-size chaos, backlog, valgrind, long fuzzing.
+test-long:
+	@scripts/run-tests.sh --long
 
 clean:
 	rm -rf $(BUILD)
