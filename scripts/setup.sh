@@ -18,7 +18,14 @@ PACKAGES=(
     libinih-dev libhttp-parser-dev
     redis-server redis-tools nghttp2-client
     python3 openssl ca-certificates procps
+    prometheus chromium fonts-dejavu-core
 )
+# Node.js (firebase-admin cross-check, node-apn benchmark): any node + npm
+# on the PATH will do (a machine may carry a non-Debian build that provides
+# both); otherwise Debian's packages.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    PACKAGES+=(nodejs npm)
+fi
 
 for arg in "$@"; do
     case "$arg" in
