@@ -81,6 +81,8 @@ static const struct key keys[] = {
     /* [daemon] */
     { SEC_DAEMON, "log_level", K_ENUM, G(daemon.log_level), "info", NULL, true, 0, 0,
       "error|warn|info|debug", "least important level that is logged" },
+    { SEC_DAEMON, "log_format", K_ENUM, G(daemon.log_format), "text", NULL, true, 0, 0,
+      "text|json", "log lines as text or as one JSON object per line" },
     { SEC_DAEMON, "templates_dir", K_DIR, G(daemon.templates_dir), NULL,
       "templates/ beside the config file if it exists, else config/templates", false, 0, 0,
       NULL, "directory with the nb/nn/en notification templates" },
@@ -743,7 +745,7 @@ static void section_line(struct pstate *ps, const char *s, size_t n)
         perr(ps, ps->line, "[app] needs a name: [app NAME]");
         return;
     }
-    perr(ps, ps->line, "unknown section [%.*s] (expected daemon, redis, tls, delivery or app NAME)",
+    perr(ps, ps->line, "unknown section [%.*s] (expected daemon, redis, tls, delivery, admin or app NAME)",
          (int)(len > 80 ? 80 : len), a);
 }
 

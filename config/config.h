@@ -26,6 +26,7 @@
 
 struct config_daemon {
     int log_level;              /* enum log_level (common/log.h); reload-safe */
+    int log_format;             /* enum log_format (common/log.h): text, json; reload-safe */
     char *templates_dir;        /* directory of nb/nn/en templates */
     int64_t shutdown_timeout_ms;/* SIGTERM drain limit */
 };

@@ -56,6 +56,7 @@ struct delivery {
     int attempt;
     char retry_id[37];            /* also the apns-id */
     bool is_retry;                /* holds a lease in the schedule */
+    char *token_owned;            /* a newer token from the registry (retries) */
     char *body;                   /* provider request body */
     size_t body_len;
     char collapse_id[65];
@@ -273,6 +274,7 @@ void delivery_free(struct delivery *d)
     if (d == NULL)
         return;
     free(d->strings);
+    free(d->token_owned);
     free(d->body);
     free(d);
 }
@@ -332,6 +334,17 @@ static void on_push_done(const struct push_result *r, void *user);
 void delivery_start(struct delivery *d)
 {
     struct delivery_ctx *ctx = d->ctx;
+    if (!d->build_error && now_ms() >= d->deadline_ms) {
+        /* Read (or retried) after its useful life: sending it now would
+         * tell a guardian something stale. */
+        memset(&d->res, 0, sizeof d->res);
+        d->res.token_timestamp_ms = -1;
+        snprintf(d->res.reason, sizeof d->res.reason, "deadline passed before sending");
+        snprintf(d->dead_reason, sizeof d->dead_reason,
+                 "expired before attempt %d could be sent", d->attempt);
+        settle_as(d, "expired", SETTLE_GIVE_UP);
+        return;
+    }
     if (d->build_error) {
         memset(&d->res, 0, sizeof d->res);
         d->res.token_timestamp_ms = -1;
@@ -472,6 +485,7 @@ static void on_push_done(const struct push_result *r, void *user)
 static char *retry_data(const struct delivery *d)
 {
     cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", d->retry_id);
     cJSON_AddStringToObject(o, "tenant", d->tenant);
     cJSON_AddStringToObject(o, "event", d->event_id);
     cJSON_AddStringToObject(o, "type", d->event_type);
@@ -552,7 +566,10 @@ static void settle_write(struct delivery *d)
         .http_status = d->res.http_status, .reason = d->res.reason,
         .latency_ms = now - d->publish_ms, .at_ms = now,
     };
-    char *data = d->mode == SETTLE_RETRY ? retry_data(d) : NULL;
+    /* A given-up delivery's dead letter carries the request too, so that
+     * `varselctl dead replay` can re-queue exactly that delivery. */
+    char *data = d->mode == SETTLE_RETRY || (d->mode == SETTLE_GIVE_UP && d->body)
+                     ? retry_data(d) : NULL;
     struct settle_opts opts = {
         .mode = d->mode,
         /* A first attempt has no schedule entry unless it is being created. */
@@ -668,6 +685,54 @@ static struct delivery *from_retry_data(struct delivery_ctx *ctx, const char *id
     return d;
 }
 
+/* Replace the first "token":"OLD" in an FCM body with the new token. */
+static void fcm_body_swap_token(struct delivery *d, const char *old, const char *neu)
+{
+    char pat[4200];
+    snprintf(pat, sizeof pat, "\"token\":\"%s\"", old);
+    char *at = strstr(d->body, pat);
+    if (at == NULL)
+        return;
+    size_t pre = (size_t)(at - d->body), plen = strlen(pat), nlen = strlen(neu);
+    size_t len = d->body_len - plen + nlen + 10;
+    char *b = xmalloc(len + 1);
+    int n = snprintf(b, len + 1, "%.*s\"token\":\"%s\"%s", (int)pre, d->body, neu,
+                     at + plen);
+    free(d->body);
+    d->body = b;
+    d->body_len = (size_t)n;
+}
+
+static void on_retry_device(redisAsyncContext *ac, void *reply_, void *priv)
+{
+    struct delivery *d = priv;
+    struct delivery_ctx *ctx = d->ctx;
+    redisReply *reply = reply_;
+    if (ctx->closed || reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+        finish(d); /* not settled: the lease runs out and it comes back */
+        return;
+    }
+    struct registry_device cur;
+    if (reply->type != REDIS_REPLY_STRING ||
+        registry_device_parse(d->device, reply->str, reply->len, &cur) != 0) {
+        memset(&d->res, 0, sizeof d->res);
+        d->res.token_timestamp_ms = -1;
+        snprintf(d->res.reason, sizeof d->res.reason, "device no longer registered");
+        settle_as(d, "failed", SETTLE_FINAL);
+        return;
+    }
+    if (strcmp(cur.token, d->token) != 0 && strcmp(cur.app, d->app_name) == 0 &&
+        strcmp(cur.platform, d->platform) == 0) {
+        if (d->prov == PROV_FCM && d->body)
+            fcm_body_swap_token(d, d->token, cur.token);
+        free(d->token_owned);
+        d->token_owned = xstrdup(cur.token);
+        d->token = d->token_owned;
+    }
+    registry_device_clear(&cur);
+    delivery_start(d);
+}
+
 static void on_claimed(redisAsyncContext *ac, void *reply_, void *priv)
 {
     struct delivery_ctx *ctx = priv;
@@ -695,7 +760,10 @@ static void on_claimed(redisAsyncContext *ac, void *reply_, void *priv)
         retry_list_add(d);
         log_debug("retry", "%s/%s %s/%s: attempt %d", d->tenant, d->event_id, d->user,
                   d->device, d->attempt);
-        delivery_start(d);
+        /* The device may have logged out or got a new token meanwhile. */
+        if (registry_get_device(ctx->cmd, ctx->keys.prefix, d->tenant, d->user, d->device,
+                                on_retry_device, d) != 0)
+            finish(d); /* Redis gone: the lease runs out and it comes back */
     }
 }
 

@@ -9,20 +9,35 @@
  * the pipeline, run the libuv loop. SIGTERM/SIGINT: stop reading, let
  * deliveries in flight settle (shutdown_timeout_ms), close the provider
  * clients, exit 0; nothing unsettled is acknowledged. SIGHUP: re-read the
- * config file; reload-safe keys (log_level) and the templates take effect,
- * any other change is refused with a log line naming the key.
+ * config file; reload-safe keys (log_level, log_format) and the templates
+ * take effect, any other change is refused with a log line naming the key.
+ *
+ * Under systemd (Type=notify, dist/systemd/varseld.service) varseld speaks
+ * the sd_notify datagram protocol itself, over $NOTIFY_SOCKET (no
+ * libsystemd): READY=1 once both Redis connections are up, RELOADING=1 and
+ * READY=1 around a SIGHUP reload, STOPPING=1 on SIGTERM/SIGINT, STATUS=
+ * lines with a few figures, and WATCHDOG=1 when WatchdogSec= is set. A
+ * housekeeping timer (every 250 ms) does that and writes the summaries of
+ * rate-limited log lines (common/log.h).
  */
+#include <errno.h>
 #include <getopt.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "apns/client.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "config/config.h"
+#include "daemon/admin.h"
 #include "daemon/pipeline.h"
 #include "daemon/stats.h"
 #include "daemon/templates.h"
@@ -41,11 +56,72 @@ struct daemon {
     SSL_CTX *ssl_ctx;
     struct pipeline_app *apps;
     struct pipeline *pl;
+    struct admin *admin;         /* admin HTTP server, NULL when [admin] listen = off */
     uv_signal_t sigterm, sigint, sighup;
+    uv_timer_t housekeeping;     /* log summaries, sd_notify READY/STATUS/WATCHDOG */
     int clients_open;
     bool stopping;
+    bool notified_ready;         /* READY=1 sent since start */
+    uint64_t watchdog_ms;        /* WATCHDOG=1 interval, 0 = no watchdog */
+    uint64_t last_watchdog_ms, last_status_ms;
     int exit_code;
 };
+
+/* ---- sd_notify ----------------------------------------------------------- */
+
+/*
+ * Send |msg| ("READY=1\nSTATUS=...") to the service manager: one datagram
+ * to the AF_UNIX socket named by $NOTIFY_SOCKET ("/path", or "@name" for
+ * the abstract namespace). Without that variable (not under systemd, or
+ * not Type=notify) it does nothing. Failures are logged at debug level
+ * only: the service manager may simply not listen.
+ */
+static void sd_notify_send(const char *msg)
+{
+    const char *path = getenv("NOTIFY_SOCKET");
+    if (path == NULL || path[0] == '\0')
+        return;
+    struct sockaddr_un sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sun_family = AF_UNIX;
+    size_t plen = strlen(path);
+    if ((path[0] != '/' && path[0] != '@') || plen >= sizeof sa.sun_path) {
+        log_debug("daemon", "NOTIFY_SOCKET is not a usable socket path");
+        return;
+    }
+    memcpy(sa.sun_path, path, plen);
+    if (path[0] == '@')
+        sa.sun_path[0] = '\0'; /* abstract namespace */
+    socklen_t salen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + plen);
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        log_debug("daemon", "sd_notify: socket: %s", strerror(errno));
+        return;
+    }
+    if (sendto(fd, msg, strlen(msg), MSG_NOSIGNAL, (struct sockaddr *)&sa, salen) < 0)
+        log_debug("daemon", "sd_notify: %s", strerror(errno));
+    close(fd);
+}
+
+/* WatchdogSec= of the unit, from $WATCHDOG_USEC (and $WATCHDOG_PID when
+ * set, which must be us); 0 when there is no watchdog. */
+static uint64_t watchdog_interval_ms(void)
+{
+    const char *usec = getenv("WATCHDOG_USEC"), *pid = getenv("WATCHDOG_PID");
+    if (usec == NULL || usec[0] == '\0')
+        return 0;
+    if (pid && pid[0] && strtol(pid, NULL, 10) != (long)getpid())
+        return 0;
+    unsigned long long us = strtoull(usec, NULL, 10);
+    return us / 1000;
+}
+
+static uint64_t monotonic_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
 
 static void pool_figures(const char *provider, const char *app, const char *env,
                          const struct h2_pool *p)
@@ -103,6 +179,53 @@ static void close_signals(struct daemon *d)
     uv_close((uv_handle_t *)&d->sigterm, NULL);
     uv_close((uv_handle_t *)&d->sigint, NULL);
     uv_close((uv_handle_t *)&d->sighup, NULL);
+    uv_close((uv_handle_t *)&d->housekeeping, NULL);
+}
+
+/* Every HOUSEKEEPING_MS: log summaries, watchdog, READY=1 once, STATUS=. */
+#define HOUSEKEEPING_MS 250
+#define STATUS_EVERY_MS 10000
+
+static void on_housekeeping(uv_timer_t *t)
+{
+    struct daemon *d = t->data;
+    uint64_t now = uv_now(d->loop);
+    log_flush_suppressed(false);
+    if (d->watchdog_ms && now - d->last_watchdog_ms >= d->watchdog_ms / 2) {
+        sd_notify_send("WATCHDOG=1");
+        d->last_watchdog_ms = now;
+    }
+    if (d->stopping || d->pl == NULL)
+        return;
+    if (!d->notified_ready) {
+        if (!pipeline_ready(d->pl))
+            return;
+        d->notified_ready = true;
+        d->last_status_ms = now;
+        log_info_kv("daemon", LOG_KV("stream", d->cfg->redis.stream, "group",
+                                     d->cfg->redis.group, "consumer", d->cfg->redis.consumer),
+                    "ready: connected to Redis, consuming %s as %s/%s", d->cfg->redis.stream,
+                    d->cfg->redis.group, d->cfg->redis.consumer);
+        sd_notify_send("READY=1\nSTATUS=delivering");
+        return;
+    }
+    if (now - d->last_status_ms < STATUS_EVERY_MS)
+        return;
+    d->last_status_ms = now;
+    char m[256];
+    if (!pipeline_ready(d->pl)) {
+        snprintf(m, sizeof m, "STATUS=Redis unavailable; reconnecting");
+    } else {
+        struct pipeline_stats st;
+        pipeline_get_stats(d->pl, &st);
+        snprintf(m, sizeof m,
+                 "STATUS=delivering: %llu events, %llu sent, %llu invalid tokens, "
+                 "%llu failed, %llu dead letters, %zu in flight",
+                 (unsigned long long)st.events, (unsigned long long)st.sent,
+                 (unsigned long long)st.invalid_token, (unsigned long long)st.failed,
+                 (unsigned long long)st.dead, st.inflight);
+    }
+    sd_notify_send(m);
 }
 
 static void on_client_closed(void *arg)
@@ -110,6 +233,8 @@ static void on_client_closed(void *arg)
     struct daemon *d = arg;
     if (--d->clients_open > 0)
         return;
+    admin_close(d->admin);
+    d->admin = NULL;
     pipeline_free(d->pl);
     d->pl = NULL;
     close_signals(d);
@@ -143,39 +268,73 @@ static void on_stop_signal(uv_signal_t *s, int signum)
         return;
     }
     d->stopping = true;
+    admin_set_stopping(d->admin);
+    char m[128];
+    snprintf(m, sizeof m, "STOPPING=1\nSTATUS=draining deliveries in flight (up to %lld ms)",
+             (long long)d->cfg->daemon.shutdown_timeout_ms);
+    sd_notify_send(m);
     log_info("daemon", "signal %d: draining (up to %lld ms)", signum,
              (long long)d->cfg->daemon.shutdown_timeout_ms);
     pipeline_stop(d->pl, (uint32_t)d->cfg->daemon.shutdown_timeout_ms,
                   on_pipeline_stopped, d);
 }
 
-static void on_hup(uv_signal_t *s, int signum)
+/* SIGHUP: load the file again and apply the reload-safe keys. Returns
+ * false when the new file was refused (logged). */
+static bool reload_config(struct daemon *d)
 {
-    struct daemon *d = s->data;
     char err[512];
     struct config *nc = NULL;
     if (config_load(d->cfg->path, &nc, err, sizeof err) != 0) {
         log_error("daemon", "reload refused: %s", err);
-        return;
+        return false;
     }
     if (config_reload_check(d->cfg, nc, err, sizeof err) != 0) {
         log_error("daemon", "reload refused: %s", err);
         config_free(nc);
-        return;
+        return false;
     }
     struct templates *t = NULL;
     if (templates_load(nc->daemon.templates_dir, &t, err, sizeof err) != 0) {
         log_error("daemon", "reload refused: templates: %s", err);
         config_free(nc);
-        return;
+        return false;
     }
     log_set_level((enum log_level)nc->daemon.log_level);
+    log_set_format((enum log_format)nc->daemon.log_format);
     pipeline_set_templates(d->pl, t);
     templates_free(d->templates);
     d->templates = t;
     d->cfg->daemon.log_level = nc->daemon.log_level;
+    d->cfg->daemon.log_format = nc->daemon.log_format;
     config_free(nc);
     log_info("daemon", "configuration reloaded");
+    return true;
+}
+
+static void on_hup(uv_signal_t *s, int signum)
+{
+    struct daemon *d = s->data;
+    if (d->stopping)
+        return;
+    /* Before READY=1 systemd has no reload to track: only say what happened. */
+    if (d->notified_ready) {
+        char m[80];
+        snprintf(m, sizeof m, "RELOADING=1\nMONOTONIC_USEC=%llu",
+                 (unsigned long long)monotonic_us());
+        sd_notify_send(m);
+    }
+    bool ok = reload_config(d);
+    const char *status = ok ? "STATUS=configuration reloaded"
+                            : "STATUS=reload refused (see the log); running on the "
+                              "previous configuration";
+    if (d->notified_ready) {
+        char m[160];
+        snprintf(m, sizeof m, "READY=1\n%s", status);
+        sd_notify_send(m);
+    } else {
+        sd_notify_send(status);
+    }
 }
 
 /* Validate what config_load does not: keys load, URLs parse, templates. */
@@ -251,6 +410,30 @@ static void free_clients_now(struct daemon *d)
         uv_run(d->loop, UV_RUN_DEFAULT);
 }
 
+/* The admin HTTP server (docs/admin.md), when [admin] listen is not off. */
+static void start_admin(struct daemon *d, const struct pipeline_config *pc)
+{
+    const struct config_admin *ac = &d->cfg->admin;
+    if (!ac->enabled)
+        return;
+    struct admin_config c = {
+        .host = ac->host,
+        .port = ac->port,
+        .token = ac->token,
+        .redis = pc->redis,
+        .stream = pc->stream,
+        .group = pc->group,
+        .prefix = pc->prefix,
+        .apps = d->apps,
+        .n_apps = d->cfg->n_apps,
+        .pipeline = d->pl,
+        .version = VARSEL_VERSION,
+    };
+    char err[256];
+    if (admin_new(d->loop, &c, &d->admin, err, sizeof err) != 0)
+        log_error("daemon", "admin server not started: %s", err);
+}
+
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -288,6 +471,7 @@ int main(int argc, char **argv)
         return 1;
     }
     log_set_level((enum log_level)d.cfg->daemon.log_level);
+    log_set_format((enum log_format)d.cfg->daemon.log_format);
     int rc = check_runtime(&d, err, sizeof err);
     if (rc != 0 || check) {
         if (rc != 0)
@@ -331,6 +515,7 @@ int main(int argc, char **argv)
     stats_init(VARSEL_VERSION);
     stats_add_collector(collect_clients, &d);
     d.pl = pipeline_new(d.loop, &pc);
+    start_admin(&d, &pc);
     uv_signal_init(d.loop, &d.sigterm);
     uv_signal_init(d.loop, &d.sigint);
     uv_signal_init(d.loop, &d.sighup);
@@ -338,11 +523,21 @@ int main(int argc, char **argv)
     uv_signal_start(&d.sigterm, on_stop_signal, SIGTERM);
     uv_signal_start(&d.sigint, on_stop_signal, SIGINT);
     uv_signal_start(&d.sighup, on_hup, SIGHUP);
+    d.watchdog_ms = watchdog_interval_ms();
+    uv_timer_init(d.loop, &d.housekeeping);
+    d.housekeeping.data = &d;
+    uv_timer_start(&d.housekeeping, on_housekeeping, HOUSEKEEPING_MS, HOUSEKEEPING_MS);
+    {
+        char m[400];
+        snprintf(m, sizeof m, "STATUS=connecting to Redis at %s:%d", r->host, r->port);
+        sd_notify_send(m);
+    }
     log_info("daemon", "varseld started: stream %s, group %s, consumer %s, %zu app%s",
              r->stream, r->group, r->consumer, d.cfg->n_apps, d.cfg->n_apps == 1 ? "" : "s");
 
     uv_run(d.loop, UV_RUN_DEFAULT);
 
+    log_flush_suppressed(true);
     log_info("daemon", "stopped");
     stats_free();
     templates_free(d.templates);

@@ -1028,6 +1028,12 @@ void pipeline_free(struct pipeline *pl)
     delivery_ctx_close(&pl->dctx, on_dctx_closed, pl);
 }
 
+bool pipeline_ready(const struct pipeline *pl)
+{
+    return !pl->closed && !pl->stopping && pl->group_ready && pl->rd && pl->cmd &&
+           redis_conn_ready(pl->rd) && redis_conn_ready(pl->cmd);
+}
+
 void pipeline_get_stats(const struct pipeline *pl, struct pipeline_stats *out)
 {
     *out = pl->st;

@@ -7,6 +7,7 @@
 #ifndef VARSEL_PIPELINE_H
 #define VARSEL_PIPELINE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
@@ -63,6 +64,10 @@ void pipeline_stop(struct pipeline *pl, uint32_t timeout_ms,
 
 /* Free everything; call after the provider clients are closed. */
 void pipeline_free(struct pipeline *pl);
+
+/* Both Redis connections are up and the consumer group exists: the
+ * pipeline is taking events. */
+bool pipeline_ready(const struct pipeline *pl);
 
 /* Counters for logs and tests. */
 struct pipeline_stats {

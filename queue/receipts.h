@@ -43,7 +43,9 @@ struct settle_opts {
     enum settle_mode mode;
     const char *retry_id;     /* member in the retry sets; NULL = not a retry */
     int64_t due_ms;           /* SETTLE_RETRY */
-    const char *retry_data;   /* SETTLE_RETRY: JSON stored for the resend */
+    const char *retry_data;   /* SETTLE_RETRY: JSON stored for the resend;
+                                 SETTLE_GIVE_UP: copied into the dead letter
+                                 (field retry_data) for a later replay */
     const char *dead_reason;  /* SETTLE_GIVE_UP */
 };
 

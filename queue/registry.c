@@ -192,6 +192,17 @@ int registry_remove_token(struct redis_conn *c, const char *prefix, const char *
     return rc;
 }
 
+int registry_get_device(struct redis_conn *c, const char *prefix, const char *tenant,
+                        const char *user, const char *device, redisCallbackFn *fn,
+                        void *priv)
+{
+    char *k = key_user(prefix, "devices", tenant, user);
+    const char *argv[] = { "HGET", k, device };
+    int rc = redis_conn_cmd_argv(c, fn, priv, 3, argv, NULL);
+    free(k);
+    return rc;
+}
+
 int registry_lookup(struct redis_conn *c, const char *prefix, const char *tenant,
                     const char *user, redisCallbackFn *fn, void *priv)
 {

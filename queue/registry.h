@@ -39,6 +39,11 @@ int registry_remove_token(struct redis_conn *c, const char *prefix, const char *
                           const char *token, int64_t timestamp_ms,
                           redisCallbackFn *fn, void *priv);
 
+/* HGET of one device's record (nil when it logged out or was removed). */
+int registry_get_device(struct redis_conn *c, const char *prefix, const char *tenant,
+                        const char *user, const char *device, redisCallbackFn *fn,
+                        void *priv);
+
 /* HGETALL of one user's devices hash. */
 int registry_lookup(struct redis_conn *c, const char *prefix, const char *tenant,
                     const char *user, redisCallbackFn *fn, void *priv);

@@ -6,8 +6,9 @@
  * then checks aud, the iat/exp window and the scope, in that order; the
  * first failing check decides the answer. Issued access tokens live in a
  * small chained hash table keyed by the token string, each with its expiry;
- * entries an hour past expiry are dropped on the next issue that finds the
- * table grown, so a refresh storm cannot grow it without bound.
+ * entries an hour past expiry are dropped by a scan at the next issue once
+ * the table doubled or a minute passed, so a refresh storm cannot grow it
+ * without bound.
  */
 #include "sandbox/oauth.h"
 
@@ -394,17 +395,31 @@ out:
     return g->status;
 }
 
+/* |s| as a JSON string literal into |out|. */
+static void json_quote(const char *s, char *out, size_t len)
+{
+    cJSON *tmp = cJSON_CreateString(s);
+    char *q = cJSON_PrintUnformatted(tmp);
+    cJSON_Delete(tmp);
+    if (q == NULL)
+        abort();
+    snprintf(out, len, "%s", q);
+    cJSON_free(q);
+}
+
 size_t sbx_oauth_error_body(const struct sbx_oauth_grant *g, char *buf, size_t len)
 {
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "error", g->error ? g->error : "invalid_request");
-    cJSON_AddStringToObject(o, "error_description", g->error_description);
-    char *s = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    if (s == NULL)
-        abort();
-    int n = snprintf(buf, len, "%s", s);
-    cJSON_free(s);
+    char e[128], d[600];
+    json_quote(g->error ? g->error : "invalid_request", e, sizeof e);
+    json_quote(g->error_description, d, sizeof d);
+    int n = snprintf(buf, len, "{\n  \"error\": %s,\n  \"error_description\": %s\n}\n", e, d);
+    return n < 0 ? 0 : (size_t)n >= len ? (len ? len - 1 : 0) : (size_t)n;
+}
+
+size_t sbx_oauth_token_body(const char *token, int64_t expires_in_s, char *buf, size_t len)
+{
+    int n = snprintf(buf, len, "{\n  \"access_token\": \"%s\",\n  \"expires_in\": %lld,\n"
+                     "  \"token_type\": \"Bearer\"\n}\n", token, (long long)expires_in_s);
     return n < 0 ? 0 : (size_t)n >= len ? (len ? len - 1 : 0) : (size_t)n;
 }
 
@@ -424,7 +439,8 @@ struct sbx_oauth_tokens {
     struct tok **b;
     size_t nb;             /* bucket count, a power of two */
     size_t n;              /* entries */
-    size_t prune_at;       /* prune when n reaches this */
+    size_t prune_at;       /* prune when n reaches this ... */
+    int64_t pruned_ms;     /* ... or a minute after the last prune */
     uint64_t issued;
 };
 
@@ -504,9 +520,10 @@ static void grow(struct sbx_oauth_tokens *t)
 void sbx_oauth_tokens_issue(struct sbx_oauth_tokens *t, const struct sbx_oauth_account *account,
                             int64_t now_ms, int64_t lifetime_ms, char out[SBX_OAUTH_TOKEN_MAX])
 {
-    if (t->n >= t->prune_at) {
+    if (t->n >= t->prune_at || now_ms - t->pruned_ms >= 60000) {
         prune(t, now_ms);
         t->prune_at = t->n * 2 > 512 ? t->n * 2 : 512;
+        t->pruned_ms = now_ms;
     }
     if (t->n >= t->nb * 2)
         grow(t);

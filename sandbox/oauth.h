@@ -109,10 +109,16 @@ int sbx_oauth_check(const struct sbx_oauth_config *cfg, const char *content_type
                     struct sbx_oauth_grant *out);
 
 /*
- * The error body {"error":"...","error_description":"..."} for a failed
- * grant into |buf|; returns its length (cut like snprintf).
+ * The error body {"error": "...", "error_description": "..."} for a failed
+ * grant into |buf|, two-space indented like Google's; returns its length
+ * (cut like snprintf).
  */
 size_t sbx_oauth_error_body(const struct sbx_oauth_grant *g, char *buf, size_t len);
+
+/* The success body {"access_token": TOKEN, "expires_in": N, "token_type":
+ * "Bearer"} (same layout); returns its length. |token| needs no escaping
+ * (base64url). */
+size_t sbx_oauth_token_body(const char *token, int64_t expires_in_s, char *buf, size_t len);
 
 /*
  * Find field |name| in an application/x-www-form-urlencoded body and

@@ -23,13 +23,27 @@
  *
  * Stream limits are nghttp2's: it refuses streams over a pending (not yet
  * acknowledged) MAX_CONCURRENT_STREAMS with RST_STREAM REFUSED_STREAM and
- * answers streams over an acknowledged limit with GOAWAY PROTOCOL_ERROR.
+ * answers streams over an acknowledged limit with GOAWAY PROTOCOL_ERROR. A
+ * service may replace that GOAWAY's text (over_limit_goaway): the
+ * on_invalid_frame_recv callback spots the case, makes nghttp2_session_
+ * mem_recv fail, and the server writes its own single GOAWAY frame.
+ *
+ * HTTP/1.1 (services with http1 set): the connection speaks HTTP/1.1 when
+ * ALPN selected "http/1.1", or when there was no ALPN and the first bytes
+ * are not the HTTP/2 client preface (PROTO_SNIFF buffers them until it can
+ * tell). sandbox/http1.c parses requests; each becomes a struct stream
+ * numbered 1, 2, 3... and goes through the same dispatch. Answers leave in
+ * request order (h1_pump writes the oldest stream once it is due), so a
+ * delayed or hung answer holds back the ones behind it, as on a real
+ * HTTP/1.1 connection. RST_STREAM has no HTTP/1.1 form: the connection is
+ * closed instead. GOAWAY becomes "connection: close" on the last answer.
  */
 #include "sandbox/server.h"
 
 #include "common/log.h"
 #include "common/util.h"
 #include "http2/tls.h"
+#include "sandbox/http1.h"
 
 #include <nghttp2/nghttp2.h>
 #include <stdio.h>
@@ -44,6 +58,7 @@ struct listener {
     uv_tcp_t tcp;
     struct sbx_server *srv;
     const struct sbx_service *svc;
+    SSL_CTX *ssl_ctx;               /* NULL = the server's */
     char name[32];
     int port;
     struct listener *next;
@@ -74,20 +89,41 @@ struct stream {
     size_t resp_len, resp_off;
     void *tag;
     bool tag_pending;               /* finish() not yet called */
+    bool h1_keep_alive;             /* HTTP/1.1: the client keeps the connection */
+    /* lenient_scheme services: our own HTTP/2 request checks */
+    const char *bad;                /* why the request is malformed, NULL if not */
+    bool regular_seen;              /* a regular header arrived (pseudo ones must precede) */
+    int64_t content_length;         /* -1 when absent */
 };
 
 struct conn_row {
     uint64_t id;
     const char *listener;
+    const char *http;
     uint64_t requests;
     uint32_t max_active;
+};
+
+enum conn_proto {
+    PROTO_NONE = 0,                 /* before the TLS handshake */
+    PROTO_SNIFF,                    /* no ALPN, HTTP/1.1 allowed: reading the preface */
+    PROTO_H2,
+    PROTO_HTTP1,
 };
 
 struct sbx_conn {
     struct sbx_server *srv;
     struct listener *lst;
     struct tls_conn *tls;           /* NULL once on_close ran */
-    nghttp2_session *h2;
+    enum conn_proto proto;
+    nghttp2_session *h2;            /* PROTO_H2 */
+    struct sbx_http1 *h1;           /* PROTO_HTTP1 */
+    int32_t h1_next_id;             /* last request number given */
+    int32_t h1_last_id;             /* GOAWAY: close after this request (0 = none) */
+    uint8_t sniff[24];              /* PROTO_SNIFF: bytes read so far */
+    size_t sniff_len;
+    bool over_limit;                /* a stream over the acknowledged limit arrived */
+    bool alpn_refused;              /* http/1.1 negotiated on an HTTP/2-only service */
     uv_timer_t timer;               /* delayed answers */
     void *state;                    /* the service's */
     bool service_open;
@@ -117,6 +153,7 @@ struct sbx_server {
 
 static void conn_flush(struct sbx_conn *c);
 static void conn_schedule(struct sbx_conn *c);
+static void h1_pump(struct sbx_conn *c);
 
 /* ---- streams ------------------------------------------------------------ */
 
@@ -125,6 +162,7 @@ static struct stream *stream_new(struct sbx_conn *c, int32_t id)
     struct stream *s = xcalloc(1, sizeof *s);
     s->conn = c;
     s->id = id;
+    s->content_length = -1;
     s->next = c->streams;
     if (c->streams)
         c->streams->prev = s;
@@ -188,12 +226,15 @@ static ssize_t read_resp_body(nghttp2_session *session, int32_t stream_id, uint8
     return (ssize_t)n;
 }
 
-/* Hand the prepared answer to nghttp2. */
+/* Hand the prepared answer to nghttp2. On HTTP/1.1 only mark it due: the
+ * caller runs h1_pump(), which writes answers in request order. */
 static void stream_submit(struct stream *s)
 {
     struct sbx_conn *c = s->conn;
     struct sbx_server *srv = c->srv;
     s->submitted = true;
+    if (c->proto == PROTO_HTTP1)
+        return;
     if (s->action == SBX_ACT_RST_STREAM) {
         nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_INTERNAL_ERROR);
         srv->stats.rst_streams++;
@@ -326,6 +367,85 @@ static void set_pseudo(char **field, const uint8_t *v, size_t len)
         *field = xstrndup((const char *)v, len);
 }
 
+static bool name_is(const uint8_t *name, size_t len, const char *want)
+{
+    return strlen(want) == len && memcmp(name, want, len) == 0;
+}
+
+/* RFC 3986 scheme (ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )), plus one
+ * trailing ':' as Google's front end tolerates (firebase-admin-node sends
+ * ":scheme: https:" on HTTP/2). */
+static bool scheme_ok(const uint8_t *v, size_t len)
+{
+    if (len > 0 && v[len - 1] == ':')
+        len--;
+    if (len == 0 || !((v[0] | 0x20) >= 'a' && (v[0] | 0x20) <= 'z'))
+        return false;
+    for (size_t i = 1; i < len; i++) {
+        uint8_t ch = v[i];
+        if (!(((ch | 0x20) >= 'a' && (ch | 0x20) <= 'z') || (ch >= '0' && ch <= '9') ||
+              ch == '+' || ch == '-' || ch == '.'))
+            return false;
+    }
+    return true;
+}
+
+/*
+ * nghttp2's HTTP messaging checks (nghttp2_http.c) redone for sessions
+ * where they are off (lenient_scheme): the same rules, except that the
+ * :scheme value may end with one ':'. Marks the stream bad; it is reset at
+ * END_STREAM.
+ */
+static void lenient_check(struct stream *s, const uint8_t *name, size_t namelen,
+                          const uint8_t *value, size_t valuelen)
+{
+    if (s->bad)
+        return;
+    for (size_t i = 0; i < namelen; i++) {
+        if (name[i] >= 'A' && name[i] <= 'Z') {
+            s->bad = "uppercase header name";
+            return;
+        }
+    }
+    if (namelen > 0 && name[0] == ':') {
+        char **slot = name_is(name, namelen, ":method")      ? &s->method
+                      : name_is(name, namelen, ":path")      ? &s->path
+                      : name_is(name, namelen, ":scheme")    ? &s->scheme
+                      : name_is(name, namelen, ":authority") ? &s->authority
+                                                             : NULL;
+        if (s->regular_seen)
+            s->bad = "pseudo-header after a regular header";
+        else if (slot == NULL)
+            s->bad = "unknown pseudo-header";
+        else if (*slot != NULL)
+            s->bad = "duplicate pseudo-header";
+        else if (valuelen == 0 && slot != &s->authority)
+            s->bad = "empty pseudo-header";
+        else if (slot == &s->scheme && !scheme_ok(value, valuelen))
+            s->bad = "bad :scheme";
+        return;
+    }
+    s->regular_seen = true;
+    if (name_is(name, namelen, "connection") || name_is(name, namelen, "keep-alive") ||
+        name_is(name, namelen, "proxy-connection") || name_is(name, namelen, "transfer-encoding") ||
+        name_is(name, namelen, "upgrade")) {
+        s->bad = "connection-specific header";
+    } else if (name_is(name, namelen, "te") &&
+               !(valuelen == 8 && strncasecmp((const char *)value, "trailers", 8) == 0)) {
+        s->bad = "te other than trailers";
+    } else if (name_is(name, namelen, "content-length")) {
+        int64_t n = 0;
+        if (s->content_length != -1 || valuelen == 0 || valuelen > 15)
+            s->bad = "bad content-length";
+        for (size_t i = 0; i < valuelen && !s->bad; i++) {
+            if (value[i] < '0' || value[i] > '9')
+                s->bad = "bad content-length";
+            n = n * 10 + (value[i] - '0');
+        }
+        s->content_length = n;
+    }
+}
+
 static int on_header(nghttp2_session *h2, const nghttp2_frame *frame, const uint8_t *name,
                      size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
                      void *user)
@@ -334,6 +454,8 @@ static int on_header(nghttp2_session *h2, const nghttp2_frame *frame, const uint
     struct stream *s = get_stream(h2, frame->hd.stream_id);
     if (s == NULL || s->dispatched)
         return 0;
+    if (c->lst->svc->lenient_scheme)
+        lenient_check(s, name, namelen, value, valuelen);
     s->header_bytes += namelen + valuelen + 32;
     if (s->header_bytes > c->lst->svc->max_header_list && c->lst->svc->max_header_list) {
         s->headers_too_large = true;
@@ -384,13 +506,41 @@ static int on_data_chunk(nghttp2_session *h2, uint8_t flags, int32_t stream_id,
     return 0;
 }
 
+/* lenient_scheme: the whole-request checks nghttp2 would have made. */
+static const char *lenient_final_check(const struct stream *s)
+{
+    if (s->bad)
+        return s->bad;
+    if (s->method == NULL || s->path == NULL || s->scheme == NULL)
+        return "missing pseudo-header";
+    if (s->authority == NULL && sbx_request_header(&(struct sbx_request){ .headers = s->hdrs,
+                                                       .nheaders = s->nhdrs },
+                                                   "host", NULL, NULL) == NULL)
+        return "no :authority and no host";
+    if (s->content_length >= 0 && (uint64_t)s->content_length != (uint64_t)s->body_total)
+        return "content-length does not match the body";
+    return NULL;
+}
+
 static int on_frame_recv(nghttp2_session *h2, const nghttp2_frame *frame, void *user)
 {
+    struct sbx_conn *c = user;
     if ((frame->hd.type == NGHTTP2_HEADERS || frame->hd.type == NGHTTP2_DATA) &&
         (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
         struct stream *s = get_stream(h2, frame->hd.stream_id);
-        if (s)
-            stream_dispatch(s);
+        if (s == NULL)
+            return 0;
+        const char *bad = c->lst->svc->lenient_scheme && !s->dispatched
+                              ? lenient_final_check(s) : NULL;
+        if (bad) {
+            /* What nghttp2 does with a malformed request. */
+            log_info(c->lst->svc->name, "conn %llu stream %d: malformed request (%s): "
+                     "RST_STREAM PROTOCOL_ERROR", (unsigned long long)c->id, s->id, bad);
+            s->dispatched = true;
+            nghttp2_submit_rst_stream(h2, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_PROTOCOL_ERROR);
+            return 0;
+        }
+        stream_dispatch(s);
     }
     return 0;
 }
@@ -432,6 +582,26 @@ static int on_frame_send(nghttp2_session *h2, const nghttp2_frame *frame, void *
     return 0;
 }
 
+/*
+ * nghttp2 found a frame invalid. For a HEADERS frame opening a stream over
+ * the acknowledged MAX_CONCURRENT_STREAMS, a service with over_limit_goaway
+ * wants its own GOAWAY instead of nghttp2's: fail the callback so
+ * nghttp2_session_mem_recv returns before nghttp2 queues its GOAWAY, and
+ * let on_tls_data write ours.
+ */
+static int on_invalid_frame_recv(nghttp2_session *h2, const nghttp2_frame *frame,
+                                 int lib_error_code, void *user)
+{
+    struct sbx_conn *c = user;
+    if (frame->hd.type != NGHTTP2_HEADERS || c->lst->svc->over_limit_goaway == NULL)
+        return 0;
+    uint32_t limit = nghttp2_session_get_local_settings(h2, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
+    if (c->active < limit)
+        return 0;
+    c->over_limit = true;
+    return NGHTTP2_ERR_CALLBACK_FAILURE;
+}
+
 static nghttp2_session_callbacks *make_callbacks(void)
 {
     nghttp2_session_callbacks *cbs;
@@ -443,6 +613,7 @@ static nghttp2_session_callbacks *make_callbacks(void)
     nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
     nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
     nghttp2_session_callbacks_set_on_frame_send_callback(cbs, on_frame_send);
+    nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(cbs, on_invalid_frame_recv);
     return cbs;
 }
 
@@ -491,7 +662,7 @@ static void conn_flush(struct sbx_conn *c)
 static void on_timer(uv_timer_t *t)
 {
     struct sbx_conn *c = t->data;
-    if (c->closing || c->h2 == NULL)
+    if (c->closing || (c->h2 == NULL && c->h1 == NULL))
         return;
     uint64_t now = mono_ms();
     struct stream *s = c->streams;
@@ -503,7 +674,10 @@ static void on_timer(uv_timer_t *t)
         s = next;
     }
     conn_schedule(c);
-    conn_flush(c);
+    if (c->proto == PROTO_HTTP1)
+        h1_pump(c);
+    else
+        conn_flush(c);
 }
 
 /* Arm the timer for the earliest delayed answer. */
@@ -523,13 +697,204 @@ static void conn_schedule(struct sbx_conn *c)
     uv_timer_start(&c->timer, on_timer, next > now ? next - now : 0, 0);
 }
 
-static void on_tls_data(struct tls_conn *t, const uint8_t *data, size_t len, void *user)
+/* ---- HTTP/1.1 ------------------------------------------------------------ */
+
+/* The oldest request still held by the connection. */
+static struct stream *h1_oldest(struct sbx_conn *c)
+{
+    struct stream *best = NULL;
+    for (struct stream *s = c->streams; s; s = s->next)
+        if (best == NULL || s->id < best->id)
+            best = s;
+    return best;
+}
+
+/* Close an HTTP/1.1 connection after what has been written. */
+static void h1_close(struct sbx_conn *c, const char *why)
+{
+    if (c->tls && !c->closing) {
+        c->closing = true;
+        tls_conn_close(c->tls, 0, why);
+    }
+}
+
+/*
+ * Write the answers that are due, oldest first, and stop at the first one
+ * that is not (delayed, hung, or its request still being read). Frees each
+ * stream once written. May close the connection.
+ */
+static void h1_pump(struct sbx_conn *c)
+{
+    struct sbx_server *srv = c->srv;
+    while (c->tls && !c->closing) {
+        struct stream *s = h1_oldest(c);
+        if (s == NULL || !s->prepared || !s->submitted)
+            return;
+        if (s->action == SBX_ACT_RST_STREAM) {
+            /* No HTTP/1.1 equivalent: drop the connection instead. */
+            srv->stats.rst_streams++;
+            stream_finish(s, false);
+            log_info(c->lst->svc->name, "conn %llu request %d: closing the connection "
+                     "(stream reset fault on HTTP/1.1)", (unsigned long long)c->id, s->id);
+            h1_close(c, "stream reset fault");
+            return;
+        }
+        bool close = !s->h1_keep_alive || (c->h1_last_id > 0 && s->id >= c->h1_last_id);
+        struct sbx_http1_field f[SBX_RESP_MAX_HEADERS];
+        size_t nf = 0;
+        for (size_t i = 1; i < s->nnv && nf < SBX_RESP_MAX_HEADERS; i++) /* [0] is :status */
+            f[nf++] = (struct sbx_http1_field){ (const char *)s->nva[i].name,
+                                                (const char *)s->nva[i].value };
+        size_t outlen;
+        char *out = sbx_http1_response(s->status, f, nf, s->resp_body, s->resp_len, close, &outlen);
+        int rv = tls_conn_write(c->tls, (const uint8_t *)out, outlen);
+        free(out);
+        if (rv != 0) {
+            stream_finish(s, false);
+            return;
+        }
+        srv->stats.responses++;
+        stream_finish(s, true);
+        if (c->active > 0)
+            c->active--;
+        stream_free(s);
+        if (close) {
+            h1_close(c, c->h1_last_id > 0 ? "HTTP/1.1 connection: close (GOAWAY)"
+                                          : "HTTP/1.1 connection: close");
+            return;
+        }
+    }
+}
+
+/* sandbox/http1.c parsed a complete request: make it a stream and dispatch. */
+static void h1_on_request(void *user, const struct sbx_request *req, bool keep_alive)
 {
     struct sbx_conn *c = user;
-    if (c->closing || c->h2 == NULL)
+    int32_t id = ++c->h1_next_id;
+    if (c->h1_last_id > 0 && id > c->h1_last_id) {
+        c->srv->stats.refused_streams++; /* after "GOAWAY": dropped unanswered */
         return;
+    }
+    if (c->closing || c->tls == NULL)
+        return;
+    struct stream *s = stream_new(c, id);
+    c->active++;
+    if (c->active > c->max_active)
+        c->max_active = c->active;
+    if (c->active > c->srv->stats.max_streams_seen)
+        c->srv->stats.max_streams_seen = c->active;
+    s->h1_keep_alive = keep_alive;
+    s->method = xstrdup(req->method ? req->method : "");
+    s->path = xstrdup(req->path ? req->path : "");
+    s->scheme = xstrdup(req->scheme ? req->scheme : "https");
+    s->authority = req->authority ? xstrdup(req->authority) : NULL;
+    s->headers_too_large = req->headers_too_large;
+    if (req->nheaders > 0) {
+        s->hdrs = xcalloc(req->nheaders, sizeof *s->hdrs);
+        s->nhdrs = s->caphdrs = req->nheaders;
+        for (size_t i = 0; i < req->nheaders; i++) {
+            s->hdrs[i].name = xstrndup(req->headers[i].name, req->headers[i].namelen);
+            s->hdrs[i].namelen = req->headers[i].namelen;
+            s->hdrs[i].value = xstrndup(req->headers[i].value, req->headers[i].valuelen);
+            s->hdrs[i].valuelen = req->headers[i].valuelen;
+        }
+    }
+    if (req->body_len > 0) {
+        s->body = xmalloc(req->body_len);
+        memcpy(s->body, req->body, req->body_len);
+        s->body_len = s->body_cap = req->body_len;
+    }
+    s->body_total = req->body_total;
+    stream_dispatch(s); /* never frees |s| on HTTP/1.1 */
+    h1_pump(c);
+}
+
+static void h1_on_continue(void *user)
+{
+    struct sbx_conn *c = user;
+    /* Only when nothing is queued ahead: interim answers keep the order. */
+    if (c->tls && !c->closing && c->streams == NULL)
+        tls_conn_write(c->tls, (const uint8_t *)SBX_HTTP1_CONTINUE, strlen(SBX_HTTP1_CONTINUE));
+}
+
+static const struct sbx_http1_callbacks h1_cbs = {
+    .on_request = h1_on_request,
+    .on_continue = h1_on_continue,
+};
+
+static void h1_feed(struct sbx_conn *c, const uint8_t *data, size_t len)
+{
+    if (sbx_http1_feed(c->h1, data, len) == 0)
+        return;
+    log_info(c->lst->svc->name, "conn %llu: malformed HTTP/1.1 request: %s",
+             (unsigned long long)c->id, sbx_http1_error(c->h1));
+    if (c->tls && !c->closing && c->streams == NULL) {
+        static const char text[] = "Your client has issued a malformed or illegal request.\n";
+        struct sbx_http1_field f[] = { { "content-type", "text/plain; charset=UTF-8" } };
+        size_t outlen;
+        char *out = sbx_http1_response(400, f, 1, text, sizeof text - 1, true, &outlen);
+        tls_conn_write(c->tls, (const uint8_t *)out, outlen);
+        free(out);
+    }
+    h1_close(c, "malformed HTTP/1.1 request");
+}
+
+static void h1_start(struct sbx_conn *c)
+{
+    const struct sbx_service *svc = c->lst->svc;
+    c->proto = PROTO_HTTP1;
+    c->h1 = sbx_http1_new(svc->max_header_list, BODY_CAP, &h1_cbs, c);
+}
+
+/* ---- HTTP/2 ---------------------------------------------------------------- */
+
+/*
+ * A client opened a stream over the acknowledged limit and the service
+ * wants Google's answer: one GOAWAY PROTOCOL_ERROR with its debug text,
+ * written directly (nghttp2 gave up on the session), then close.
+ */
+static void h2_over_limit(struct sbx_conn *c)
+{
+    const char *debug = c->lst->svc->over_limit_goaway;
+    size_t dlen = strlen(debug);
+    uint8_t frame[9 + 8 + 256];
+    if (dlen > 256)
+        dlen = 256;
+    int32_t last = nghttp2_session_get_last_proc_stream_id(c->h2);
+    size_t plen = 8 + dlen;
+    frame[0] = (uint8_t)(plen >> 16);
+    frame[1] = (uint8_t)(plen >> 8);
+    frame[2] = (uint8_t)plen;
+    frame[3] = NGHTTP2_GOAWAY;
+    frame[4] = 0;
+    memset(frame + 5, 0, 4);
+    frame[9] = (uint8_t)((uint32_t)last >> 24 & 0x7f);
+    frame[10] = (uint8_t)((uint32_t)last >> 16);
+    frame[11] = (uint8_t)((uint32_t)last >> 8);
+    frame[12] = (uint8_t)last;
+    frame[13] = frame[14] = frame[15] = 0;
+    frame[16] = NGHTTP2_PROTOCOL_ERROR;
+    memcpy(frame + 17, debug, dlen);
+    c->srv->stats.goaways++;
+    log_info(c->lst->svc->name, "conn %llu: stream over MAX_CONCURRENT_STREAMS %u: sent GOAWAY "
+             "last_stream_id=%d error=PROTOCOL_ERROR %s", (unsigned long long)c->id,
+             nghttp2_session_get_local_settings(c->h2, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS),
+             last, debug);
+    if (c->tls && !c->closing) {
+        tls_conn_write(c->tls, frame, 9 + plen);
+        c->closing = true;
+        tls_conn_close(c->tls, 0, "stream over the concurrent-stream limit");
+    }
+}
+
+static void h2_feed(struct sbx_conn *c, const uint8_t *data, size_t len)
+{
     ssize_t rv = nghttp2_session_mem_recv(c->h2, data, len);
     if (rv < 0) {
+        if (c->over_limit) {
+            h2_over_limit(c);
+            return;
+        }
         log_info(c->lst->svc->name, "conn %llu: HTTP/2 error: %s", (unsigned long long)c->id,
                  nghttp2_strerror((int)rv));
         conn_flush(c); /* a GOAWAY may be queued */
@@ -542,23 +907,29 @@ static void on_tls_data(struct tls_conn *t, const uint8_t *data, size_t len, voi
     conn_flush(c);
 }
 
-static void on_tls_open(struct tls_conn *t, void *user)
+/* Create the nghttp2 session and queue the server's SETTINGS. */
+static int h2_start(struct sbx_conn *c)
 {
-    struct sbx_conn *c = user;
-    struct sbx_server *srv = c->srv;
     const struct sbx_service *svc = c->lst->svc;
-    srv->stats.tls_handshakes++;
-
     nghttp2_session_callbacks *cbs = make_callbacks();
-    int rv = nghttp2_session_server_new(&c->h2, cbs, c);
+    nghttp2_option *opt = NULL;
+    if (svc->lenient_scheme) {
+        /* Our own request checks replace nghttp2's (lenient_check). */
+        if (nghttp2_option_new(&opt) != 0)
+            abort();
+        nghttp2_option_set_no_http_messaging(opt, 1);
+    }
+    int rv = nghttp2_session_server_new2(&c->h2, cbs, c, opt);
+    nghttp2_option_del(opt);
     nghttp2_session_callbacks_del(cbs);
     if (rv != 0) {
         log_error(svc->name, "nghttp2_session_server_new: %s", nghttp2_strerror(rv));
         c->h2 = NULL;
         c->closing = true;
-        tls_conn_close(t, UV_ENOMEM, "nghttp2 setup failed");
-        return;
+        tls_conn_close(c->tls, UV_ENOMEM, "nghttp2 setup failed");
+        return -1;
     }
+    c->proto = PROTO_H2;
     c->max_streams = svc->initial_max_streams;
     nghttp2_settings_entry iv[] = {
         { NGHTTP2_SETTINGS_HEADER_TABLE_SIZE, 4096 },
@@ -568,12 +939,80 @@ static void on_tls_open(struct tls_conn *t, void *user)
         { NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, svc->max_header_list ? svc->max_header_list : 8000 },
     };
     nghttp2_submit_settings(c->h2, NGHTTP2_FLAG_NONE, iv, sizeof iv / sizeof iv[0]);
+    return 0;
+}
+
+/* No ALPN on an HTTP/1.1-capable listener: HTTP/2 only if the client sends
+ * the preface ("PRI * HTTP/2.0..."), decided as soon as a byte differs. */
+static void sniff_feed(struct sbx_conn *c, const uint8_t *data, size_t len)
+{
+    size_t take = len < NGHTTP2_CLIENT_MAGIC_LEN - c->sniff_len
+                      ? len : NGHTTP2_CLIENT_MAGIC_LEN - c->sniff_len;
+    memcpy(c->sniff + c->sniff_len, data, take);
+    c->sniff_len += take;
+    if (memcmp(c->sniff, NGHTTP2_CLIENT_MAGIC, c->sniff_len) != 0) {
+        log_debug(c->lst->svc->name, "conn %llu: no ALPN, not the HTTP/2 preface: HTTP/1.1",
+                  (unsigned long long)c->id);
+        h1_start(c);
+        h1_feed(c, c->sniff, c->sniff_len);
+        if (!c->closing && len > take)
+            h1_feed(c, data + take, len - take);
+        return;
+    }
+    if (c->sniff_len < NGHTTP2_CLIENT_MAGIC_LEN)
+        return;
+    if (h2_start(c) != 0)
+        return;
+    h2_feed(c, c->sniff, c->sniff_len);
+    if (!c->closing && c->h2 && len > take)
+        h2_feed(c, data + take, len - take);
+}
+
+static void on_tls_data(struct tls_conn *t, const uint8_t *data, size_t len, void *user)
+{
+    struct sbx_conn *c = user;
+    if (c->closing)
+        return;
+    switch (c->proto) {
+    case PROTO_SNIFF: sniff_feed(c, data, len); break;
+    case PROTO_HTTP1: h1_feed(c, data, len); break;
+    case PROTO_H2:
+        if (c->h2)
+            h2_feed(c, data, len);
+        break;
+    case PROTO_NONE: break;
+    }
+}
+
+static void on_tls_open(struct tls_conn *t, void *user)
+{
+    struct sbx_conn *c = user;
+    struct sbx_server *srv = c->srv;
+    const struct sbx_service *svc = c->lst->svc;
+    srv->stats.tls_handshakes++;
+
     const char *alpn = tls_conn_alpn(t);
+    if (strcmp(alpn, "http/1.1") == 0) {
+        if (!svc->http1) {
+            log_info(svc->name, "conn %llu on %s: ALPN http/1.1 is not served here; closing",
+                     (unsigned long long)c->id, c->lst->name);
+            c->closing = true;
+            c->alpn_refused = true;
+            tls_conn_close(t, 0, "ALPN http/1.1 not served");
+            return;
+        }
+        h1_start(c);
+    } else if (alpn[0] == '\0' && svc->http1) {
+        c->proto = PROTO_SNIFF;
+    } else if (h2_start(c) != 0) {
+        return;
+    }
     log_info(svc->name, "conn %llu open on %s (ALPN %s)", (unsigned long long)c->id,
              c->lst->name, alpn[0] ? alpn : "none");
     c->state = svc->conn_open ? svc->conn_open(svc->ctx, c) : NULL;
     c->service_open = true;
-    conn_flush(c);
+    if (c->proto == PROTO_H2)
+        conn_flush(c);
 }
 
 static void on_conn_timer_closed(uv_handle_t *h)
@@ -601,13 +1040,15 @@ static void on_tls_close(struct tls_conn *t, int err, const char *reason, void *
     if (c->h2)
         nghttp2_session_del(c->h2);
     c->h2 = NULL;
+    sbx_http1_free(c->h1);
+    c->h1 = NULL;
     if (c->service_open) {
         log_info(svc->name, "conn %llu closed: %llu requests, max %u concurrent streams: %s",
                  (unsigned long long)c->id, (unsigned long long)c->requests, c->max_active,
                  reason ? reason : "closed");
         if (svc->conn_close)
             svc->conn_close(svc->ctx, c, c->state);
-    } else {
+    } else if (!c->alpn_refused) {
         srv->stats.tls_failures++;
         log_info(svc->name, "conn %llu closed before the TLS handshake completed: %s",
                  (unsigned long long)c->id, reason ? reason : "closed");
@@ -615,8 +1056,8 @@ static void on_tls_close(struct tls_conn *t, int err, const char *reason, void *
     if (srv->nrows < SUMMARY_CONNS) {
         if (srv->nrows % 64 == 0)
             srv->rows = xrealloc(srv->rows, (srv->nrows + 64) * sizeof *srv->rows);
-        srv->rows[srv->nrows++] = (struct conn_row){ c->id, c->lst->name, c->requests,
-                                                     c->max_active };
+        srv->rows[srv->nrows++] = (struct conn_row){ c->id, c->lst->name, sbx_conn_http(c),
+                                                     c->requests, c->max_active };
     }
     if (c->prev)
         c->prev->next = c->next;
@@ -648,7 +1089,8 @@ static void on_connection(uv_stream_t *server, int status)
     uv_timer_init(srv->loop, &c->timer);
     c->timer.data = c;
     srv->live_handles++;
-    int rv = tls_conn_accept(server, srv->ssl_ctx, &tls_cbs, c, &c->tls);
+    int rv = tls_conn_accept(server, l->ssl_ctx ? l->ssl_ctx : srv->ssl_ctx, &tls_cbs, c,
+                             &c->tls);
     if (rv != 0) {
         log_warn(l->svc->name, "accept on %s: %s", l->name, uv_strerror(rv));
         c->closing = true;
@@ -714,6 +1156,13 @@ static void on_listener_closed(uv_handle_t *h)
 int sbx_server_listen(struct sbx_server *srv, const char *name, const char *addr,
                       const struct sbx_service *svc, char *err, size_t errlen)
 {
+    return sbx_server_listen_tls(srv, name, addr, svc, NULL, err, errlen);
+}
+
+int sbx_server_listen_tls(struct sbx_server *srv, const char *name, const char *addr,
+                          const struct sbx_service *svc, SSL_CTX *ssl_ctx,
+                          char *err, size_t errlen)
+{
     struct sockaddr_storage ss;
     int rv = parse_addr(addr, &ss);
     if (rv != 0) {
@@ -723,6 +1172,7 @@ int sbx_server_listen(struct sbx_server *srv, const char *name, const char *addr
     struct listener *l = xcalloc(1, sizeof *l);
     l->srv = srv;
     l->svc = svc;
+    l->ssl_ctx = ssl_ctx;
     snprintf(l->name, sizeof l->name, "%s", name);
     uv_tcp_init(srv->loop, &l->tcp);
     l->tcp.data = l;
@@ -820,6 +1270,7 @@ cJSON *sbx_server_summary(const struct sbx_server *srv)
         cJSON *r = cJSON_CreateObject();
         cJSON_AddNumberToObject(r, "connection", (double)srv->rows[i].id);
         cJSON_AddStringToObject(r, "listener", srv->rows[i].listener);
+        cJSON_AddStringToObject(r, "http", srv->rows[i].http);
         cJSON_AddNumberToObject(r, "requests", (double)srv->rows[i].requests);
         cJSON_AddNumberToObject(r, "max_concurrent_streams", srv->rows[i].max_active);
         cJSON_AddItemToArray(arr, r);
@@ -831,6 +1282,7 @@ cJSON *sbx_server_summary(const struct sbx_server *srv)
         cJSON *r = cJSON_CreateObject();
         cJSON_AddNumberToObject(r, "connection", (double)c->id);
         cJSON_AddStringToObject(r, "listener", c->lst->name);
+        cJSON_AddStringToObject(r, "http", sbx_conn_http(c));
         cJSON_AddNumberToObject(r, "requests", (double)c->requests);
         cJSON_AddNumberToObject(r, "max_concurrent_streams", c->max_active);
         cJSON_AddItemToArray(arr, r);
@@ -841,6 +1293,11 @@ cJSON *sbx_server_summary(const struct sbx_server *srv)
 uint64_t sbx_conn_id(const struct sbx_conn *c) { return c->id; }
 
 const char *sbx_conn_listener(const struct sbx_conn *c) { return c->lst->name; }
+
+const char *sbx_conn_http(const struct sbx_conn *c)
+{
+    return c->proto == PROTO_HTTP1 ? "http/1.1" : "h2";
+}
 
 uint32_t sbx_conn_max_streams(const struct sbx_conn *c) { return c->max_streams; }
 
@@ -861,6 +1318,27 @@ void sbx_conn_set_max_streams(struct sbx_conn *c, uint32_t n)
 void sbx_conn_goaway(struct sbx_conn *c, int32_t last_stream_id, uint32_t error_code,
                      const char *debug)
 {
+    if (c->proto == PROTO_HTTP1) {
+        if (c->closing || (c->h1_last_id > 0 && c->h1_last_id <= last_stream_id))
+            return;
+        c->h1_last_id = last_stream_id > 0 ? last_stream_id : 1;
+        c->srv->stats.goaways++;
+        log_info(c->lst->svc->name, "conn %llu: HTTP/1.1 connection: close after request %d "
+                 "(GOAWAY)", (unsigned long long)c->id, c->h1_last_id);
+        /* Requests after it are already parsed? Drop them unanswered. */
+        struct stream *s = c->streams;
+        while (s) {
+            struct stream *next = s->next;
+            if (s->id > c->h1_last_id) {
+                c->srv->stats.refused_streams++;
+                if (c->active > 0)
+                    c->active--;
+                stream_free(s);
+            }
+            s = next;
+        }
+        return;
+    }
     if (c->h2 == NULL || c->closing)
         return;
     size_t dlen = debug ? strlen(debug) : 0;

@@ -1,10 +1,11 @@
 /*
  * varsel-sandbox's HTTP/2 server: TCP listeners, TLS (http2/tls.h) and one
- * nghttp2 server session per connection. It is protocol-neutral: each
- * listener is bound to a struct sbx_service (APNs today, FCM/OAuth later)
- * that turns a complete request into a response. The server owns streams,
- * response timing (delays, hangs), resets, GOAWAY and the connection
- * counters; the service owns the meaning of requests.
+ * nghttp2 server session per connection, or, for services that ask for it,
+ * HTTP/1.1 (sandbox/http1.h) on the same listener, chosen by ALPN. It is
+ * protocol-neutral: each listener is bound to a struct sbx_service (APNs,
+ * FCM, OAuth) that turns a complete request into a response. The server
+ * owns streams, response timing (delays, hangs), resets, GOAWAY and the
+ * connection counters; the service owns the meaning of requests.
  *
  * Ownership: the server owns its listeners and connections; services are
  * borrowed and must outlive the server. A struct sbx_conn is valid from the
@@ -53,7 +54,26 @@ struct sbx_response {
 struct sbx_service {
     const char *name;                 /* log tag, e.g. "apns" */
     uint32_t initial_max_streams;     /* SETTINGS_MAX_CONCURRENT_STREAMS at connect */
-    uint32_t max_header_list;         /* SETTINGS_MAX_HEADER_LIST_SIZE, enforced */
+    uint32_t max_header_list;         /* SETTINGS_MAX_HEADER_LIST_SIZE, enforced
+                                         (HTTP/1.1: the same accounting) */
+    /* Also serve HTTP/1.1: on ALPN "http/1.1", and without ALPN when the
+     * client does not start with the HTTP/2 preface. The listener's TLS
+     * context must offer "http/1.1" (sbx_server_listen_tls). When false, a
+     * client that negotiates http/1.1 is disconnected. */
+    bool http1;
+    /* GOAWAY debug data for a client that opens a stream over an
+     * acknowledged MAX_CONCURRENT_STREAMS: the server then sends one GOAWAY
+     * PROTOCOL_ERROR carrying this text (e.g. Google's
+     * "exceeded_max_concurrent_streams") and closes. NULL: nghttp2's own
+     * GOAWAY ("request HEADERS: max concurrent streams exceeded"). */
+    const char *over_limit_goaway;
+    /* Accept a ":scheme" ending in ':' ("https:"), as Google's front end
+     * does and nghttp2 does not: nghttp2's HTTP messaging checks are turned
+     * off for these sessions and the server makes the same checks itself
+     * (pseudo-headers present, once, first; no connection-specific headers;
+     * content-length matching the body), failing a request with RST_STREAM
+     * PROTOCOL_ERROR as nghttp2 would. */
+    bool lenient_scheme;
     void *ctx;                        /* passed to every callback */
     /* New connection (after the TLS handshake); returns per-connection
      * state (may be NULL). */
@@ -101,6 +121,13 @@ struct sbx_server *sbx_server_new(uv_loop_t *loop, SSL_CTX *ssl_ctx);
 int sbx_server_listen(struct sbx_server *srv, const char *name, const char *addr,
                       const struct sbx_service *svc, char *err, size_t errlen);
 
+/* The same with a listener-specific TLS context |ssl_ctx| (borrowed, must
+ * outlive the server; NULL = the server's), e.g. one whose ALPN list is
+ * {"h2", "http/1.1"} for a service with http1 set. */
+int sbx_server_listen_tls(struct sbx_server *srv, const char *name, const char *addr,
+                          const struct sbx_service *svc, SSL_CTX *ssl_ctx,
+                          char *err, size_t errlen);
+
 /* {"apns":43121,...}: the bound ports by listener name; caller frees. */
 char *sbx_server_ports_json(const struct sbx_server *srv);
 
@@ -119,8 +146,10 @@ const struct sbx_server_stats *sbx_server_stats(const struct sbx_server *srv);
 
 /*
  * Counters as a new cJSON object (caller owns), including a "per_connection"
- * array of {"connection","listener","requests","max_concurrent_streams"} for
- * up to the first 10000 connections.
+ * array of {"connection","listener","http","requests","max_concurrent_streams"}
+ * for up to the first 10000 connections ("http" is "h2" or "http/1.1";
+ * for HTTP/1.1 the concurrent streams are pipelined requests awaiting
+ * their answer).
  */
 cJSON *sbx_server_summary(const struct sbx_server *srv);
 
@@ -132,8 +161,11 @@ uint64_t sbx_conn_id(const struct sbx_conn *c);
 /* Listener name the connection came in on ("apns", "apns_sandbox"). */
 const char *sbx_conn_listener(const struct sbx_conn *c);
 
+/* "h2" or "http/1.1" (the protocol the connection speaks). */
+const char *sbx_conn_http(const struct sbx_conn *c);
+
 /* Send SETTINGS_MAX_CONCURRENT_STREAMS |n| if it differs from the current
- * advertised value. */
+ * advertised value (HTTP/2 only; a no-op on HTTP/1.1). */
 void sbx_conn_set_max_streams(struct sbx_conn *c, uint32_t n);
 
 /* The currently advertised MAX_CONCURRENT_STREAMS. */
@@ -142,7 +174,10 @@ uint32_t sbx_conn_max_streams(const struct sbx_conn *c);
 /*
  * Submit GOAWAY with |last_stream_id|, |error_code| and debug data
  * |debug| (may be NULL); streams above last_stream_id are closed
- * unanswered, the rest are answered, then the connection closes.
+ * unanswered, the rest are answered, then the connection closes. On
+ * HTTP/1.1 (where stream ids are request numbers 1, 2, ...) the answer to
+ * request |last_stream_id| carries "connection: close" and the connection
+ * closes after it; later requests are dropped unanswered.
  */
 void sbx_conn_goaway(struct sbx_conn *c, int32_t last_stream_id, uint32_t error_code,
                      const char *debug);

@@ -45,6 +45,7 @@ APP = "demo"
 TOPIC = "no.example.skole"
 TEAM_ID = "TEAM123456"
 KEY_ID = "KEY1234567"
+FCM_PROJECT = "varsel-demo"
 
 FINAL_STATUSES = ("sent", "invalid_token", "failed", "expired")
 SANITIZER_RE = re.compile(
@@ -112,6 +113,16 @@ def rfc3339(offset_s=0.0):
 def new_token():
     """A random 64-hex-digit APNs device token."""
     return secrets.token_hex(32)
+
+
+def new_fcm_token():
+    """A random FCM registration token of the usual shape:
+    22 base64url characters, ':APA91b', 134 more (163 in all)."""
+    import base64
+
+    def b64(n):
+        return base64.urlsafe_b64encode(secrets.token_bytes(n)).rstrip(b"=").decode()[:n * 4 // 3]
+    return f"{b64(17)[:22]}:APA91b{b64(101)[:134]}"
 
 
 def short(token):
@@ -577,14 +588,23 @@ class RedisServer:
 
 
 class Sandbox:
-    """varsel-sandbox: the fake APNs (production + sandbox listeners)."""
+    """varsel-sandbox: the fake APNs (production + sandbox listeners) and,
+    with fcm=True, the fake FCM HTTP v1 + OAuth token endpoint on one more
+    listener (a service account is generated for it)."""
 
-    def __init__(self, binary, dir, key_id=KEY_ID, team_id=TEAM_ID, extra=None):
+    def __init__(self, binary, dir, key_id=KEY_ID, team_id=TEAM_ID, extra=None,
+                 fcm=False, fcm_project=FCM_PROJECT, oauth_expires_in=None):
         self.binary = str(binary)
         self.dir = Path(dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.key_id, self.team_id = key_id, team_id
         self.extra = list(extra or [])
+        self.fcm = fcm
+        self.fcm_project = fcm_project
+        self.oauth_expires_in = oauth_expires_in
+        self.fcm_unregistered_path = self.dir / "fcm-unregistered.txt"
+        self.fcm_sender_mismatch_path = self.dir / "fcm-sender-mismatch.txt"
+        self.fcm_invalid_path = self.dir / "fcm-invalid-tokens.txt"
         self.proc = None
         self.ports = {}
         self.log = self.dir / "sandbox.log"
@@ -606,6 +626,12 @@ class Sandbox:
     @property
     def pub(self):
         return self.dir / f"{self.key_id}.pub.pem"
+
+    @property
+    def service_account(self):
+        """The generated Google service-account JSON (give it to varseld or
+        firebase-admin); its public half is service_account + '.pub.pem'."""
+        return self.dir / "service-account.json"
 
     def _run_tool(self, args):
         p = subprocess.run([self.binary] + args, stdin=subprocess.DEVNULL,
@@ -650,6 +676,32 @@ class Sandbox:
         if wait and self.proc is not None:
             time.sleep(1.3)
 
+    def gen_service_account(self):
+        if not self.service_account.exists():
+            self._run_tool(["gen-service-account", "--out", str(self.service_account),
+                            "--project", self.fcm_project])
+        pub = Path(str(self.service_account) + ".pub.pem")
+        check(self.service_account.exists() and pub.exists(),
+              f"gen-service-account wrote no {self.service_account.name} / {pub.name}")
+
+    def _set_fcm_file(self, path, tokens, wait):
+        self._write_atomic(path, "".join(t + "\n" for t in tokens))
+        if wait and self.proc is not None:
+            time.sleep(1.3)  # the sandbox re-checks its token files once a second
+
+    def set_fcm_unregistered(self, tokens, wait=True):
+        """FCM tokens answered 404 NOT_FOUND / UNREGISTERED."""
+        self._set_fcm_file(self.fcm_unregistered_path, tokens, wait)
+
+    def set_fcm_sender_mismatch(self, tokens, wait=True):
+        """FCM tokens answered 403 PERMISSION_DENIED / SENDER_ID_MISMATCH."""
+        self._set_fcm_file(self.fcm_sender_mismatch_path, tokens, wait)
+
+    def set_fcm_invalid_tokens(self, tokens, wait=True):
+        """FCM tokens answered 400 INVALID_ARGUMENT ("not a valid FCM
+        registration token") although well-formed."""
+        self._set_fcm_file(self.fcm_invalid_path, tokens, wait)
+
     def start(self, timeout=20.0):
         self.gen_certs()
         self.gen_apns_key()
@@ -658,6 +710,20 @@ class Sandbox:
                 p.write_text("")
         if self.port_file.exists():
             self.port_file.unlink()
+        fcm_args = []
+        if self.fcm:
+            self.gen_service_account()
+            for p in (self.fcm_unregistered_path, self.fcm_sender_mismatch_path,
+                      self.fcm_invalid_path):
+                if not p.exists():
+                    p.write_text("")
+            fcm_args = ["--fcm-listen", "127.0.0.1:0",
+                        "--fcm-service-account", str(self.service_account),
+                        "--fcm-unregistered", str(self.fcm_unregistered_path),
+                        "--fcm-sender-mismatch", str(self.fcm_sender_mismatch_path),
+                        "--fcm-invalid-tokens", str(self.fcm_invalid_path)]
+            if self.oauth_expires_in is not None:
+                fcm_args += ["--oauth-expires-in", str(self.oauth_expires_in)]
         args = [self.binary, "--cert", str(self.dir / "server.pem"),
                 "--key", str(self.dir / "server.key"),
                 "--apns-listen", "127.0.0.1:0",
@@ -666,7 +732,7 @@ class Sandbox:
                 "--record", str(self.record_path),
                 "--port-file", str(self.port_file),
                 "--apns-unregistered", str(self.unregistered_path),
-                "--apns-bad-tokens", str(self.bad_path)] + self.extra
+                "--apns-bad-tokens", str(self.bad_path)] + fcm_args + self.extra
         logf = open(self.log, "ab")
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=logf,
                                      stderr=subprocess.STDOUT)
@@ -681,7 +747,8 @@ class Sandbox:
                 d = json.loads(self.port_file.read_text())
             except (OSError, ValueError):
                 return None
-            return d if d.get("apns") and d.get("apns_sandbox") else None
+            ok = d.get("apns") and d.get("apns_sandbox") and (d.get("fcm") or not self.fcm)
+            return d if ok else None
 
         self.ports = wait_for(ready, timeout, what="the sandbox's port file")
         return self
@@ -693,6 +760,20 @@ class Sandbox:
     @property
     def apns_sandbox_url(self):
         return f"https://127.0.0.1:{self.ports['apns_sandbox']}"
+
+    @property
+    def fcm_port(self):
+        return self.ports["fcm"]
+
+    @property
+    def fcm_url(self):
+        """FCM base URL; POST {fcm_url}/v1/projects/{fcm_project}/messages:send."""
+        return f"https://127.0.0.1:{self.ports['fcm']}"
+
+    @property
+    def token_url(self):
+        """The OAuth token endpoint (served on the FCM listener)."""
+        return f"https://127.0.0.1:{self.ports['fcm']}/token"
 
     def stop(self, timeout=10.0):
         if self.proc is None:
@@ -725,8 +806,16 @@ class Sandbox:
         """Answered requests (the summary line left out)."""
         return [r for r in self.all_records() if "summary" not in r]
 
-    def accepted(self):
-        return [r for r in self.records() if r.get("status") == 200]
+    def accepted(self, provider=None):
+        """Answered 200; |provider| ("apns", "fcm", "oauth") filters."""
+        return [r for r in self.records() if r.get("status") == 200
+                and (provider is None or r.get("provider") == provider)]
+
+    def fcm_records(self):
+        return [r for r in self.records() if r.get("provider") == "fcm"]
+
+    def oauth_records(self):
+        return [r for r in self.records() if r.get("provider") == "oauth"]
 
     def summary(self):
         for r in reversed(self.all_records()):
@@ -760,6 +849,7 @@ class Daemon:
         self.templates_dir = templates_dir or str(REPO / "config" / "templates")
         self.log_level = log_level
         self.config_path = self.dir / f"{name}.ini"
+        self.admin_port = free_port()
         self.log = self.dir / f"{name}.log"
         self.proc = None
         self.returncode = None
@@ -773,6 +863,9 @@ class Daemon:
             "redis": {"url": self.redis_url, "stream": STREAM, "group": GROUP,
                       "consumer": self.consumer, "claim_idle_ms": "1000",
                       "prefix": PREFIX, "block_ms": "200"},
+            # Each daemon gets its own admin port, so tests (and several
+            # daemons in one test) never contend for the default 9470.
+            "admin": {"listen": f"127.0.0.1:{self.admin_port}"},
         }
         if self.sandbox is not None:
             secs["tls"] = {"ca_file": str(self.sandbox.ca)}

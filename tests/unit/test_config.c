@@ -226,7 +226,7 @@ TEST(error_format_names_file_line_key)
                "2: [redis] stream: must not contain spaces or control characters, got \"a b\"");
     expect_err("log_level = info\n" APP_APNS, "1: key 'log_level' is outside any section");
     expect_err("[reddis]\n" APP_APNS,
-               "1: unknown section [reddis] (expected daemon, redis, tls, delivery or app NAME)");
+               "1: unknown section [reddis] (expected daemon, redis, tls, delivery, admin or app NAME)");
     expect_err("[redis\n" APP_APNS, "1: expected ']' to close the section header");
     expect_err("[redis] x\n" APP_APNS, "1: unexpected text after the section header");
     expect_err("[redis]\njust words\n" APP_APNS,
@@ -483,7 +483,7 @@ TEST(dump_keys_lists_table)
     int lines = 0;
     for (char *p = buf; *p; p++)
         lines += *p == '\n';
-    ASSERT_EQ_INT(34, lines);
+    ASSERT_EQ_INT(37, lines);
     free(buf);
 }
 

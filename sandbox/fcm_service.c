@@ -1,0 +1,423 @@
+/*
+ * FCM service glue (see fcm_service.h).
+ *
+ * Per request: token-endpoint paths go to the OAuth service; otherwise the
+ * bearer is looked up in the OAuth service's table (valid → the account's
+ * project, unknown/expired/malformed → 401), the token files are refreshed
+ * (at most once a second, sandbox/tokens.h), sbx_fcm_validate() decides,
+ * then — for would-be successes only — the rate limits (token buckets per
+ * device token and per project) and the fault rules may replace the
+ * answer. The record line travels as the response tag (sbx_record_tag)
+ * and is written when the server actually answers.
+ */
+#include "sandbox/fcm_service.h"
+
+#include "common/log.h"
+#include "common/util.h"
+
+#include <ctype.h>
+#include <math.h>
+#include <nghttp2/nghttp2.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+/* ---- token buckets ------------------------------------------------------------ */
+
+struct bucket {
+    char *key;
+    double tokens;
+    int64_t last_ms;
+    struct bucket *next;
+};
+
+struct sbx_fcm_rate {
+    struct bucket **b;
+    size_t nb, n;
+    unsigned per_min;
+};
+
+static uint64_t hash_str(const char *s)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return h;
+}
+
+static struct sbx_fcm_rate *rate_new(unsigned per_min)
+{
+    if (per_min == 0)
+        return NULL;
+    struct sbx_fcm_rate *r = xcalloc(1, sizeof *r);
+    r->nb = 256;
+    r->b = xcalloc(r->nb, sizeof *r->b);
+    r->per_min = per_min;
+    return r;
+}
+
+static void rate_free(struct sbx_fcm_rate *r)
+{
+    if (r == NULL)
+        return;
+    for (size_t i = 0; i < r->nb; i++) {
+        struct bucket *e = r->b[i];
+        while (e) {
+            struct bucket *next = e->next;
+            free(e->key);
+            free(e);
+            e = next;
+        }
+    }
+    free(r->b);
+    free(r);
+}
+
+/*
+ * Take one message for |key| at |now|: a bucket of per_min messages that
+ * refills continuously (per_min per 60 s, minutes not clock-aligned, as
+ * FCM's quotas). Returns 0 when allowed, else the seconds until one
+ * message is available again (>= 1).
+ */
+static int rate_take(struct sbx_fcm_rate *r, const char *key, int64_t now)
+{
+    if (r->n >= r->nb * 2) {
+        size_t nb = r->nb * 2;
+        struct bucket **b = xcalloc(nb, sizeof *b);
+        for (size_t i = 0; i < r->nb; i++) {
+            struct bucket *e = r->b[i];
+            while (e) {
+                struct bucket *next = e->next;
+                size_t k = (size_t)(hash_str(e->key) & (nb - 1));
+                e->next = b[k];
+                b[k] = e;
+                e = next;
+            }
+        }
+        free(r->b);
+        r->b = b;
+        r->nb = nb;
+    }
+    size_t k = (size_t)(hash_str(key) & (r->nb - 1));
+    struct bucket *e = r->b[k];
+    while (e && strcmp(e->key, key) != 0)
+        e = e->next;
+    double per_ms = r->per_min / 60000.0;
+    if (e == NULL) {
+        e = xcalloc(1, sizeof *e);
+        e->key = xstrdup(key);
+        e->tokens = r->per_min;
+        e->last_ms = now;
+        e->next = r->b[k];
+        r->b[k] = e;
+        r->n++;
+    }
+    e->tokens += (double)(now - e->last_ms) * per_ms;
+    if (e->tokens > r->per_min)
+        e->tokens = r->per_min;
+    e->last_ms = now;
+    if (e->tokens >= 1.0) {
+        e->tokens -= 1.0;
+        return 0;
+    }
+    int wait = (int)ceil((1.0 - e->tokens) / per_ms / 1000.0);
+    return wait < 1 ? 1 : wait;
+}
+
+/* ---- service ------------------------------------------------------------------- */
+
+static void count(struct sbx_fcm_service *s, const char *reason)
+{
+    for (size_t i = 0; i < s->ncounts; i++) {
+        if (strcmp(s->counts[i].reason, reason) == 0) {
+            s->counts[i].count++;
+            return;
+        }
+    }
+    if (s->ncounts < sizeof s->counts / sizeof s->counts[0]) {
+        snprintf(s->counts[s->ncounts].reason, sizeof s->counts[0].reason, "%s", reason);
+        s->counts[s->ncounts++].count = 1;
+    }
+}
+
+cJSON *sbx_fcm_service_counts(const struct sbx_fcm_service *s)
+{
+    cJSON *o = cJSON_CreateObject();
+    for (size_t i = 0; i < s->ncounts; i++)
+        cJSON_AddNumberToObject(o, s->counts[i].reason, (double)s->counts[i].count);
+    return o;
+}
+
+/* What the authorization header is worth; |*how| names it for the record. */
+static enum sbx_fcm_auth check_auth(const struct sbx_fcm_service *s,
+                                    const struct sbx_request *req,
+                                    const struct sbx_oauth_account **account, const char **how)
+{
+    *account = NULL;
+    if (s->opt.bench) {
+        *how = "skipped";
+        return SBX_FCM_AUTH_SKIPPED;
+    }
+    size_t len;
+    const char *v = sbx_request_header(req, "authorization", &len, NULL);
+    while (v && len > 0 && (*v == ' ' || *v == '\t')) {
+        v++;
+        len--;
+    }
+    if (v == NULL || len == 0) {
+        *how = "missing";
+        return SBX_FCM_AUTH_MISSING;
+    }
+    if (len < 7 || strncasecmp(v, "bearer ", 7) != 0) {
+        *how = "malformed";
+        return SBX_FCM_AUTH_INVALID;
+    }
+    const char *tok = v + 7;
+    size_t tl = len - 7;
+    while (tl > 0 && *tok == ' ') {
+        tok++;
+        tl--;
+    }
+    while (tl > 0 && (tok[tl - 1] == ' ' || tok[tl - 1] == '\t'))
+        tl--;
+    if (tl == 0) {
+        *how = "missing";
+        return SBX_FCM_AUTH_MISSING;
+    }
+    if (s->opt.oauth == NULL) {
+        *how = "unknown";
+        return SBX_FCM_AUTH_INVALID;
+    }
+    enum sbx_oauth_token_state st = sbx_oauth_service_check(s->opt.oauth, tok, tl, now_ms(),
+                                                            account);
+    *how = sbx_oauth_token_state_name(st);
+    return st == SBX_OAUTH_TOKEN_VALID ? SBX_FCM_AUTH_OK : SBX_FCM_AUTH_INVALID;
+}
+
+static void bind_sets(struct sbx_fcm_service *s, struct sbx_fcm_config *cfg)
+{
+    struct {
+        struct sbx_tokens_file *f;
+        const struct sbx_tokens **dst;
+    } files[] = {
+        { s->opt.unregistered, &cfg->unregistered },
+        { s->opt.sender_mismatch, &cfg->sender_mismatch },
+        { s->opt.invalid_tokens, &cfg->invalid_tokens },
+        { s->opt.third_party_auth, &cfg->third_party_auth },
+    };
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        if (files[i].f == NULL)
+            continue;
+        sbx_tokens_file_refresh(files[i].f, false);
+        *files[i].dst = files[i].f->set;
+    }
+}
+
+static int64_t now_us(void)
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (int64_t)tv.tv_sec * 1000000 + tv.tv_usec;
+}
+
+static void rec_str(cJSON *rec, const char *key, const char *v)
+{
+    if (v && utf8_valid(v, strlen(v)))
+        cJSON_AddStringToObject(rec, key, v);
+    else
+        cJSON_AddNullToObject(rec, key);
+}
+
+static cJSON *build_record(const struct sbx_request *req, struct sbx_conn *c,
+                           const struct sbx_fcm_result *res, const char *reason,
+                           enum sbx_fcm_auth auth, const char *auth_how,
+                           const struct sbx_oauth_account *account, const char *fault,
+                           int retry_after)
+{
+    cJSON *rec = cJSON_CreateObject();
+    cJSON_AddNumberToObject(rec, "at", 0);
+    cJSON_AddStringToObject(rec, "provider", "fcm");
+    cJSON_AddNumberToObject(rec, "status", res->status);
+    rec_str(rec, "reason", reason);
+    bool token = res->target_kind && strcmp(res->target_kind, "token") == 0;
+    rec_str(rec, "token", token ? res->target : NULL);
+    if (res->target_kind && !token)
+        rec_str(rec, res->target_kind, res->target);
+    rec_str(rec, "project", res->project[0] ? res->project : NULL);
+    cJSON_AddNumberToObject(rec, "connection", (double)req->conn_id);
+    cJSON_AddNumberToObject(rec, "stream", req->stream_id);
+    cJSON_AddStringToObject(rec, "http", sbx_conn_http(c));
+    rec_str(rec, "method", req->method);
+    rec_str(rec, "path", req->path);
+    rec_str(rec, "scheme", req->scheme);
+    cJSON_AddBoolToObject(rec, "authorization_ok", auth == SBX_FCM_AUTH_OK);
+    cJSON_AddStringToObject(rec, "auth", auth == SBX_FCM_AUTH_OK ? "ok" : auth_how);
+    rec_str(rec, "account", account ? account->client_email : NULL);
+    cJSON_AddBoolToObject(rec, "validate_only", res->validate_only);
+    rec_str(rec, "message_name", res->status == 200 ? res->name : NULL);
+    if (fault)
+        cJSON_AddStringToObject(rec, "fault", fault);
+    if (retry_after >= 0)
+        cJSON_AddNumberToObject(rec, "retry_after", retry_after);
+    bool is_json = false;
+    cJSON_AddItemToObject(rec, "payload", sbx_record_payload(req->body, req->body_len, &is_json));
+    cJSON_AddBoolToObject(rec, "payload_json", is_json);
+    cJSON_AddNumberToObject(rec, "payload_bytes", (double)req->body_total);
+    return rec;
+}
+
+static void on_request(void *ctx, struct sbx_conn *c, void *state, const struct sbx_request *req,
+                       struct sbx_response *resp)
+{
+    struct sbx_fcm_service *s = ctx;
+    if (s->opt.oauth && sbx_oauth_service_path(req->path)) {
+        sbx_oauth_service_handle(s->opt.oauth, c, req, resp);
+        return;
+    }
+    free(s->reply);
+    s->reply = NULL;
+
+    struct sbx_fcm_config cfg = s->opt.cfg;
+    bind_sets(s, &cfg);
+    const struct sbx_oauth_account *account = NULL;
+    const char *auth_how = "missing";
+    enum sbx_fcm_auth auth = check_auth(s, req, &account, &auth_how);
+
+    struct sbx_fcm_result res;
+    if (req->headers_too_large) {
+        /* RFC 9113 §10.5.1; Google's exact answer is not known. */
+        memset(&res, 0, sizeof res);
+        res.status = 431;
+        res.grpc_status = "INVALID_ARGUMENT";
+        res.message = xstrdup("Request header fields too large.");
+    } else {
+        sbx_fcm_validate(&cfg, req, auth, account ? account->project : NULL, &res);
+    }
+
+    /* Rate limits and faults replace real sends only. */
+    bool sending = res.status == 200 && !res.validate_only;
+    int retry_after = -1;
+    const char *fault = NULL;
+    char fault_name[32] = "";
+    if (sending && s->device_rate && strcmp(res.target_kind, "token") == 0) {
+        int wait = rate_take(s->device_rate, res.target, now_ms());
+        if (wait > 0) {
+            sbx_fcm_set_quota(&res, "device", s->opt.device_rate_per_min);
+            retry_after = wait;
+            sending = false;
+        }
+    }
+    if (sending && s->project_rate) {
+        int wait = rate_take(s->project_rate, res.project, now_ms());
+        if (wait > 0) {
+            sbx_fcm_set_quota(&res, "project", s->opt.project_rate_per_min);
+            retry_after = wait;
+            sending = false;
+        }
+    }
+    const struct sbx_fault_rule *rule;
+    if (sending && s->opt.faults && (rule = sbx_faults_pick(s->opt.faults)) != NULL) {
+        fault = sbx_fault_name(rule, fault_name, sizeof fault_name);
+        switch (rule->kind) {
+        case SBX_FAULT_STATUS:
+            sbx_fcm_set_fault(&res, rule->status, rule->reason);
+            retry_after = rule->retry_after_s;
+            break;
+        case SBX_FAULT_TCP_RESET: resp->action = SBX_ACT_TCP_RESET; break;
+        case SBX_FAULT_RST_STREAM: resp->action = SBX_ACT_RST_STREAM; break;
+        case SBX_FAULT_HANG: resp->action = SBX_ACT_HANG; break;
+        }
+    }
+    if (res.status == 200 && !res.validate_only) {
+        int64_t us = now_us();
+        if (us <= s->last_name_us)
+            us = s->last_name_us + 1;
+        s->last_name_us = us;
+        sbx_fcm_message_name(res.project, us, res.name, sizeof res.name);
+    }
+    if (s->opt.faults && s->opt.faults->goaway_every &&
+        sbx_conn_requests(c) == s->opt.faults->goaway_every)
+        sbx_conn_goaway(c, req->stream_id, NGHTTP2_NO_ERROR, NULL);
+
+    /* The reply; the server copies headers and body before we return. */
+    const char *reason = res.status == 431 ? "HEADERS_TOO_LARGE" : sbx_fcm_reason(&res);
+    size_t n = 0;
+    if (res.status != 431) {
+        const char *ctype;
+        size_t blen;
+        s->reply = sbx_fcm_response_body(&res, &blen, &ctype);
+        resp->body = s->reply;
+        resp->body_len = blen;
+        resp->headers[n].name = "content-type";
+        resp->headers[n++].value = ctype;
+    }
+    if (res.www_authenticate) {
+        resp->headers[n].name = "www-authenticate";
+        resp->headers[n++].value = auth == SBX_FCM_AUTH_MISSING
+                                       ? "Bearer realm=\"https://accounts.google.com/\""
+                                       : "Bearer realm=\"https://accounts.google.com/\", "
+                                         "error=\"invalid_token\"";
+    }
+    if (retry_after >= 0) {
+        snprintf(s->retry, sizeof s->retry, "%d", retry_after);
+        resp->headers[n].name = "retry-after";
+        resp->headers[n++].value = s->retry;
+    }
+    resp->nheaders = n;
+    resp->status = res.status;
+    if (s->opt.faults)
+        resp->delay_ms = s->opt.faults->latency_ms;
+
+    if (resp->action == SBX_ACT_REPLY)
+        count(s, res.status == 200 ? "200" : reason ? reason : "ERROR");
+    char tok[24];
+    log_token(res.target_kind && !strcmp(res.target_kind, "token") ? res.target : NULL, tok,
+              sizeof tok);
+    if (resp->action != SBX_ACT_REPLY)
+        log_info("fcm", "conn %llu stream %d token %s: fault %s", (unsigned long long)req->conn_id,
+                 req->stream_id, tok, fault_name);
+    else if (res.status != 200)
+        log_info("fcm", "conn %llu stream %d token %s: %d %s%s", (unsigned long long)req->conn_id,
+                 req->stream_id, tok, res.status, reason ? reason : "",
+                 fault ? " (fault)" : "");
+
+    if (s->opt.record) {
+        struct sbx_record_tag *tag = xcalloc(1, sizeof *tag);
+        tag->rec = build_record(req, c, &res, reason, auth, auth_how, account, fault, retry_after);
+        tag->record = s->opt.record;
+        resp->tag = tag;
+    }
+    sbx_fcm_result_clear(&res);
+}
+
+static void on_finish(void *ctx, struct sbx_conn *c, void *state, void *tag, bool answered)
+{
+    sbx_record_tag_finish(tag, answered);
+}
+
+void sbx_fcm_service_init(struct sbx_fcm_service *s, const struct sbx_fcm_service_options *opt)
+{
+    memset(s, 0, sizeof *s);
+    s->opt = *opt;
+    s->device_rate = rate_new(opt->device_rate_per_min);
+    s->project_rate = rate_new(opt->project_rate_per_min);
+    s->svc.name = "fcm";
+    s->svc.initial_max_streams = SBX_FCM_MAX_STREAMS;
+    s->svc.max_header_list = 16384;
+    s->svc.http1 = true;
+    s->svc.over_limit_goaway = "exceeded_max_concurrent_streams";
+    s->svc.lenient_scheme = true;
+    s->svc.ctx = s;
+    s->svc.request = on_request;
+    s->svc.finish = on_finish;
+}
+
+void sbx_fcm_service_clear(struct sbx_fcm_service *s)
+{
+    rate_free(s->device_rate);
+    rate_free(s->project_rate);
+    s->device_rate = s->project_rate = NULL;
+    free(s->reply);
+    s->reply = NULL;
+}

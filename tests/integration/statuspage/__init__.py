@@ -1,0 +1,1 @@
+"""Browser checks of varseld's status page (see browser.py)."""
