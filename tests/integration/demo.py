@@ -3,8 +3,9 @@
 
     python3 tests/integration/demo.py [--build DIR] [--keep]
 
-Starts redis-server (free port, temp dir), varsel-sandbox as APNs (fresh
-certificates and APNs key) and varseld with a generated config; registers a
+Starts redis-server (free port, temp dir), varsel-sandbox as APNs and as
+FCM v1 + Google's OAuth token endpoint (fresh certificates, APNs key and
+service account) and varseld with a generated config; registers a
 few guardians' devices in tenant "oslo"; publishes sample events (and one
 malformed one); waits until every delivery has a final receipt; then prints
 what each "phone" received, the receipts and the dead letter. Everything it
@@ -25,11 +26,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness as h  # noqa: E402
 
 DEVICES = [
-    # user, device, label, locale, environment
+    # user, device, label, locale, environment (APNs) or "fcm" (Android)
     ("kari", "kari-iphone", "iPhone", "nb", "production"),
     ("kari", "kari-ipad", "iPad", "nb", "sandbox"),
     ("ola", "ola-iphone", "iPhone", "nn", "production"),
-    ("emma", "emma-iphone", "iPhone", "en", "production"),
+    ("ola", "ola-pixel", "Android", "nn", "fcm"),
+    ("emma", "emma-galaxy", "Android", "en", "fcm"),
 ]
 
 
@@ -74,9 +76,12 @@ def expected_deliveries(events, devices):
 
 def run(build, root):
     rs = h.RedisServer(root / "redis").start()
-    sb = h.Sandbox(build / "varsel-sandbox", root / "sandbox").start()
+    sb = h.Sandbox(build / "varsel-sandbox", root / "sandbox", fcm=True).start()
     d = h.Daemon(build / "varseld", root, rs.url, sb, consumer="demo-1",
-                 log_level="info")
+                 log_level="info",
+                 overrides={f"app {h.APP}": {
+                     "fcm_service_account_file": str(sb.service_account),
+                     "fcm_url": sb.fcm_url, "fcm_token_url": sb.token_url}})
     procs = [d, sb, rs]
     r = None
     try:
@@ -84,23 +89,29 @@ def run(build, root):
         r = rs.client()
         print(f"redis-server   127.0.0.1:{rs.port} (pid {rs.proc.pid})")
         print(f"varsel-sandbox APNs production :{sb.ports['apns']}, "
-              f"sandbox :{sb.ports['apns_sandbox']} (pid {sb.proc.pid})")
+              f"sandbox :{sb.ports['apns_sandbox']}, FCM + OAuth :{sb.ports['fcm']} "
+              f"(pid {sb.proc.pid})")
         print(f"varseld        consumer demo-1 (pid {d.proc.pid}), config {d.config_path}")
 
         section("1. Guardians log in (device.register)")
         tokens = {}
         regs = []
         for user, dev, label, loc, env in DEVICES:
-            tok = h.new_token()
+            if env == "fcm":
+                tok = h.new_fcm_token()
+                regs.append(h.device_register(user, dev, tok, locale=loc, platform="android"))
+            else:
+                tok = h.new_token()
+                regs.append(h.device_register(user, dev, tok, locale=loc, environment=env))
             tokens[tok] = (user, dev)
-            regs.append(h.device_register(user, dev, tok, locale=loc, environment=env))
         h.publish_many(r, regs)
         h.wait_for(lambda: all(dev in h.devices(r, "oslo", u) for u, dev, *_ in DEVICES),
                    20, what="the devices in the registry")
         for user, dev, label, loc, env in DEVICES:
             e = h.devices(r, "oslo", user)[dev]
-            print(f"  {user:<5} {dev:<12} {label:<6} locale {e.get('locale')}  "
-                  f"{e.get('environment'):<10}  token {h.short(e.get('token'))}")
+            where = "FCM" if e.get("platform") == "android" else f"APNs {e.get('environment')}"
+            print(f"  {user:<5} {dev:<12} {label:<8} locale {e.get('locale')}  "
+                  f"{where:<16}  token {h.short(e.get('token'))}")
 
         section("2. The school's systems publish events (XADD varsel:events)")
         events = build_events()
@@ -126,29 +137,42 @@ def run(build, root):
         h.wait_for(final, 60, interval=0.1,
                    what=lambda: f"final receipts for {len(want)} deliveries")
 
-        section("3. What the phones received (from the fake APNs)")
+        section("3. What the phones received (from the fake APNs and FCM)")
         reg = {}
         for user in sorted({u for u, *_ in DEVICES}):
             for dev, e in h.devices(r, "oslo", user).items():
                 reg[e.get("token")] = (user, dev, e)
-        recs = sorted(sb.records(), key=lambda x: x.get("at", 0))
+        recs = sorted([x for x in sb.records() if x.get("provider") in ("apns", "fcm")],
+                      key=lambda x: x.get("at", 0))
         for user, dev, label, loc, env in DEVICES:
             mine = [x for x in recs if reg.get(x.get("token"), (None, None))[:2] == (user, dev)]
-            print(f"  {user} · {label} ({dev}, {loc}, {env} APNs)")
+            via = "FCM" if env == "fcm" else f"{env} APNs"
+            print(f"  {user} · {label} ({dev}, {loc}, {via})")
             if not mine:
                 print("      (nothing)")
             for x in mine:
-                aps = (x.get("payload") or {}).get("aps") or {}
-                alert = aps.get("alert") or {}
-                if isinstance(alert, str):
-                    alert = {"body": alert}
                 tags = []
-                if "badge" in aps:
-                    tags.append(f"badge {aps['badge']}")
-                if aps.get("thread-id"):
-                    tags.append(f"thread {aps['thread-id']}")
-                if aps.get("interruption-level"):
-                    tags.append(aps["interruption-level"])
+                if x.get("provider") == "fcm":
+                    m = (x.get("payload") or {}).get("message") or {}
+                    alert = m.get("notification") or {}
+                    a = m.get("android") or {}
+                    tags.append(f"priority {a.get('priority')}")
+                    an = a.get("notification") or {}
+                    if an.get("channel_id"):
+                        tags.append(f"channel {an['channel_id']}")
+                    if an.get("tag"):
+                        tags.append(f"tag {an['tag']}")
+                else:
+                    aps = (x.get("payload") or {}).get("aps") or {}
+                    alert = aps.get("alert") or {}
+                    if isinstance(alert, str):
+                        alert = {"body": alert}
+                    if "badge" in aps:
+                        tags.append(f"badge {aps['badge']}")
+                    if aps.get("thread-id"):
+                        tags.append(f"thread {aps['thread-id']}")
+                    if aps.get("interruption-level"):
+                        tags.append(aps["interruption-level"])
                 status = "" if x.get("status") == 200 else f"  [HTTP {x.get('status')} {x.get('reason')}]"
                 print(f"    {hhmmss(x.get('at', 0))}  {alert.get('title', '')}{status}")
                 print(f"                  {alert.get('body', '')}")
@@ -164,7 +188,8 @@ def run(build, root):
             ud = f"{x.get('user')}:{x.get('device')}"
             print(f"  {types.get(x.get('event'), '?'):<17} {ud:<18}"
                   f" {x.get('status'):<13} HTTP {x.get('http_status') or '-':<4}"
-                  f" {x.get('latency_ms') or '-':>5} ms  apns-id {(x.get('provider_id') or '-')[:8]}…")
+                  f" {x.get('latency_ms') or '-':>5} ms  {x.get('platform'):<8}"
+                  f" id {(x.get('provider_id') or '-').split('/')[-1][:14]}")
         print("  total: " + ", ".join(f"{n} {st}" for st, n in sorted(counts.items())))
         for ev in events:
             st = h.status_of(r, ev["tenant"], ev["id"])
