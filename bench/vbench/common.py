@@ -763,7 +763,7 @@ def run_tool(args, timeout, env=None, cwd=None):
 
 def run_varsel(stack, workload, connections=2, overrides=None, binary=None,
                timeout=600, sample_interval=0.1, receipt_fields=("status", "at"),
-               preloaded=False, label=None):
+               preloaded=False, label=None, wrapped=False):
     """Preload |workload|, start varseld, wait for every receipt, stop.
 
     Measures from varseld's start (wall clock) to the last receipt's `at`:
@@ -771,7 +771,8 @@ def run_varsel(stack, workload, connections=2, overrides=None, binary=None,
     plus the steady rate between the 10th and 90th percentile receipt, CPU
     seconds of varseld (from /proc, at the moment the last receipt shows)
     and of redis-server and the sandbox over the same span, and varseld's
-    peak RSS (VmHWM).
+    peak RSS (VmHWM). wrapped=True: |binary| is a wrapper that forks varseld
+    (perf record): CPU and RSS are read from its child.
     """
     r = stack.client
     if not preloaded:
@@ -787,7 +788,11 @@ def run_varsel(stack, workload, connections=2, overrides=None, binary=None,
     cpu0 = {k: proc_cpu_s(p) for k, p in other.items()}
     t0 = time.time()
     d.start(wait_ready=False)
-    pids = dict(other, varseld=d.proc.pid)
+    vpid = d.proc.pid
+    if wrapped:
+        vpid = h.wait_for(lambda: _child_of(d.proc.pid), 10, interval=0.005,
+                          what="the wrapped varseld")
+    pids = dict(other, varseld=vpid)
     sampler = Sampler(stack.redis.port, pids, interval=sample_interval,
                       limit_s=timeout + 30)
     sampler.start()
@@ -803,9 +808,9 @@ def run_varsel(stack, workload, connections=2, overrides=None, binary=None,
                                  f"({label or 'varsel'}); log: {d.log}")
             time.sleep(0.02)
         t_seen = time.time()
-        split = proc_cpu_split(d.proc.pid) or (None, None)
+        split = proc_cpu_split(vpid) or (None, None)
         cpu_varseld = sum(split) if split[0] is not None else None
-        mem = proc_mem_kb(d.proc.pid)
+        mem = proc_mem_kb(vpid)
         cpu1 = {k: proc_cpu_s(p) for k, p in other.items()}
     finally:
         samples = sampler.stop()
@@ -852,6 +857,14 @@ def run_varsel(stack, workload, connections=2, overrides=None, binary=None,
     if bad:
         log(f"warning: {bad} of {total} deliveries not 'sent': {statuses}")
     return res
+
+
+def _child_of(pid):
+    try:
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return None
+    return int(kids[0]) if kids else None
 
 
 def _delta(a, b):

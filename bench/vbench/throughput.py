@@ -78,6 +78,7 @@ def run(args, ts):
                 binary = perf_wrapper(st.tmp, (Path(args.build) / "varseld").resolve(), data)
             res = c.run_varsel(st, wl, connections=args.connections,
                                overrides=c.parse_sets(args.set), binary=binary,
+                               wrapped=args.perf,
                                receipt_fields=("status", "at", "platform"),
                                label=f"round {i + 1}")
             plat = {}
