@@ -65,7 +65,27 @@ struct daemon {
     uint64_t watchdog_ms;        /* WATCHDOG=1 interval, 0 = no watchdog */
     uint64_t last_watchdog_ms, last_status_ms;
     int exit_code;
+    struct retiring *retiring;   /* replaced provider clients, draining */
+    char (*apns_key_sha)[65];    /* per app: content hash of the key in use */
+    char (*fcm_sa_sha)[65];      /* per app: of the service account in use */
+    int retired_closing;         /* retired clients still closing */
+    bool shutting_down;          /* on_pipeline_stopped ran */
+    uv_timer_t retire_timer;
 };
+
+/*
+ * A provider client replaced by a credential reload (SIGHUP). It keeps
+ * answering the requests it already has; it is closed once none is left
+ * (or after RETIRE_MAX_MS), so no push is lost and no live connection ever
+ * sees a new key id (APNs refuses that: UnrelatedKeyIdInToken).
+ */
+struct retiring {
+    struct apns_client *apns;
+    struct fcm_client *fcm;
+    uint64_t since_ms;
+    struct retiring *next;
+};
+#define RETIRE_MAX_MS 120000
 
 /* ---- sd_notify ----------------------------------------------------------- */
 
@@ -180,6 +200,7 @@ static void close_signals(struct daemon *d)
     uv_close((uv_handle_t *)&d->sigint, NULL);
     uv_close((uv_handle_t *)&d->sighup, NULL);
     uv_close((uv_handle_t *)&d->housekeeping, NULL);
+    uv_close((uv_handle_t *)&d->retire_timer, NULL);
 }
 
 /* Every HOUSEKEEPING_MS: log summaries, watchdog, READY=1 once, STATUS=. */
@@ -240,10 +261,20 @@ static void on_client_closed(void *arg)
     close_signals(d);
 }
 
+static void retire_sweep(struct daemon *d, bool all);
+
 static void on_pipeline_stopped(void *arg)
 {
     struct daemon *d = arg;
     d->clients_open = 1; /* guard while closing */
+    d->shutting_down = true;
+    /* Retired clients: those already closing count now, the rest close. */
+    d->clients_open += d->retired_closing;
+    d->retired_closing = 0;
+    retire_sweep(d, true);
+    d->clients_open += d->retired_closing;
+    d->retired_closing = 0;
+    uv_timer_stop(&d->retire_timer);
     for (size_t i = 0; i < d->cfg->n_apps; i++) {
         if (d->apps[i].apns) {
             d->clients_open++;
@@ -281,6 +312,167 @@ static void on_stop_signal(uv_signal_t *s, int signum)
 
 /* SIGHUP: load the file again and apply the reload-safe keys. Returns
  * false when the new file was refused (logged). */
+static int make_fcm(struct daemon *d, const struct config_app *a, struct fcm_client **out,
+                    char *err, size_t errlen);
+static int make_apns(struct daemon *d, const struct config_app *a, struct apns_client **out,
+                     char *err, size_t errlen);
+static void on_client_closed(void *arg);
+
+/* A retired (or never used) client finished closing. During shutdown it
+ * counts like any other client; before, only the retiring count drops. */
+static void on_retired_closed(void *arg)
+{
+    struct daemon *d = arg;
+    if (d->shutting_down) {
+        on_client_closed(d);
+        return;
+    }
+    d->retired_closing--;
+}
+
+static void close_retired(struct daemon *d, struct apns_client *a, struct fcm_client *f)
+{
+    if (a) {
+        d->retired_closing++;
+        apns_client_close(a, on_retired_closed, d);
+    }
+    if (f) {
+        d->retired_closing++;
+        fcm_client_close(f, on_retired_closed, d);
+    }
+}
+
+/* SHA-256 of a file's content into out[65] ("" when unreadable). */
+static void file_sha256(const char *path, char out[65])
+{
+    out[0] = '\0';
+    FILE *f = path ? fopen(path, "rb") : NULL;
+    if (f == NULL)
+        return;
+    char buf[65536];
+    size_t n = fread(buf, 1, sizeof buf, f);
+    fclose(f);
+    sha256_hex(buf, n, out);
+}
+
+static bool str_differs(const char *a, const char *b)
+{
+    return (a == NULL) != (b == NULL) || (a && strcmp(a, b) != 0);
+}
+
+static void replace_str(char **dst, const char *src)
+{
+    free(*dst);
+    *dst = src ? xstrdup(src) : NULL;
+}
+
+/* Close retired clients that have nothing in flight (all: every one). */
+static void retire_sweep(struct daemon *d, bool all)
+{
+    uint64_t now = uv_now(d->loop);
+    struct retiring **pp = &d->retiring;
+    while (*pp) {
+        struct retiring *r = *pp;
+        size_t busy = (r->apns ? apns_client_inflight(r->apns) : 0) +
+                      (r->fcm ? fcm_client_inflight(r->fcm) : 0);
+        if (!all && busy > 0 && now - r->since_ms < RETIRE_MAX_MS) {
+            pp = &r->next;
+            continue;
+        }
+        if (busy > 0)
+            log_warn("daemon", "closing a replaced provider client with %zu requests still "
+                     "in flight (they are retried)", busy);
+        close_retired(d, r->apns, r->fcm);
+        *pp = r->next;
+        free(r);
+    }
+}
+
+static void on_retire_timer(uv_timer_t *t)
+{
+    retire_sweep(t->data, false);
+}
+
+static void retire(struct daemon *d, struct apns_client *a, struct fcm_client *f)
+{
+    struct retiring *r = xcalloc(1, sizeof *r);
+    r->apns = a;
+    r->fcm = f;
+    r->since_ms = uv_now(d->loop);
+    r->next = d->retiring;
+    d->retiring = r;
+}
+
+/*
+ * New provider clients for apps whose credentials changed (key id, team,
+ * key file or its content, service-account file or its content). All are
+ * created before any is swapped in, so a bad new key refuses the reload
+ * and leaves everything as it was. Returns 0, or -1 with |err|.
+ */
+static int rotate_credentials(struct daemon *d, const struct config *nc, char *err,
+                              size_t errlen)
+{
+    size_t n = d->cfg->n_apps;
+    struct apns_client **na = xcalloc(n, sizeof *na);
+    struct fcm_client **nf = xcalloc(n, sizeof *nf);
+    char (*asha)[65] = xcalloc(n, sizeof *asha), (*fsha)[65] = xcalloc(n, sizeof *fsha);
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        const struct config_app *oa = &d->cfg->apps[i];
+        const struct config_app *a = config_find_app(nc, oa->name);
+        if (a->apns_enabled != oa->apns_enabled || a->fcm_enabled != oa->fcm_enabled) {
+            snprintf(err, errlen, "[app %s] adding or removing a provider needs a restart",
+                     a->name);
+            rc = -1;
+            break;
+        }
+        if (a->apns_enabled) {
+            file_sha256(a->apns_key_file, asha[i]);
+            if (str_differs(a->apns_team_id, oa->apns_team_id) ||
+                str_differs(a->apns_key_id, oa->apns_key_id) ||
+                str_differs(a->apns_key_file, oa->apns_key_file) ||
+                strcmp(asha[i], d->apns_key_sha[i]) != 0)
+                rc = make_apns(d, a, &na[i], err, errlen);
+        }
+        if (rc == 0 && a->fcm_enabled) {
+            file_sha256(a->fcm_service_account_file, fsha[i]);
+            if (str_differs(a->fcm_service_account_file, oa->fcm_service_account_file) ||
+                strcmp(fsha[i], d->fcm_sa_sha[i]) != 0)
+                rc = make_fcm(d, a, &nf[i], err, errlen);
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (rc != 0) {
+            close_retired(d, na[i], nf[i]);
+            continue;
+        }
+        struct config_app *oa = &d->cfg->apps[i];
+        const struct config_app *a = config_find_app(nc, oa->name);
+        if (na[i]) {
+            retire(d, d->apps[i].apns, NULL);
+            d->apps[i].apns = na[i];
+            replace_str(&oa->apns_team_id, a->apns_team_id);
+            replace_str(&oa->apns_key_id, a->apns_key_id);
+            replace_str(&oa->apns_key_file, a->apns_key_file);
+            memcpy(d->apns_key_sha[i], asha[i], 65);
+            log_info("daemon", "app %s: new APNs credentials (key %s): new connections use "
+                     "them, the old ones drain", oa->name, oa->apns_key_id);
+        }
+        if (nf[i]) {
+            retire(d, NULL, d->apps[i].fcm);
+            d->apps[i].fcm = nf[i];
+            replace_str(&oa->fcm_service_account_file, a->fcm_service_account_file);
+            memcpy(d->fcm_sa_sha[i], fsha[i], 65);
+            log_info("daemon", "app %s: new FCM service account", oa->name);
+        }
+    }
+    free(na);
+    free(nf);
+    free(asha);
+    free(fsha);
+    return rc;
+}
+
 static bool reload_config(struct daemon *d)
 {
     char err[512];
@@ -297,6 +489,12 @@ static bool reload_config(struct daemon *d)
     struct templates *t = NULL;
     if (templates_load(nc->daemon.templates_dir, &t, err, sizeof err) != 0) {
         log_error("daemon", "reload refused: templates: %s", err);
+        config_free(nc);
+        return false;
+    }
+    if (rotate_credentials(d, nc, err, sizeof err) != 0) {
+        log_error("daemon", "reload refused: %s", err);
+        templates_free(t);
         config_free(nc);
         return false;
     }
@@ -337,6 +535,51 @@ static void on_hup(uv_signal_t *s, int signum)
     }
 }
 
+/* Provider clients of one app, from its config section. */
+static int make_fcm(struct daemon *d, const struct config_app *a, struct fcm_client **out,
+                    char *err, size_t errlen)
+{
+    char e2[256];
+    struct fcm_client_config fc = {
+        .app = a->name,
+        .service_account_file = a->fcm_service_account_file,
+        .project_id = a->fcm_project_id,
+        .fcm_url = a->fcm_url,
+        .token_url = a->fcm_token_url,
+        .max_connections = (int)a->fcm_max_connections,
+        .request_timeout_ms = (uint32_t)d->cfg->delivery.request_timeout_ms,
+        .ssl_ctx = d->ssl_ctx,
+    };
+    if (fcm_client_new(d->loop, &fc, out, e2, sizeof e2) != 0) {
+        snprintf(err, errlen, "%s:%d: [app %s] %s", d->cfg->path, a->line, a->name, e2);
+        return -1;
+    }
+    return 0;
+}
+
+static int make_apns(struct daemon *d, const struct config_app *a, struct apns_client **out,
+                     char *err, size_t errlen)
+{
+    char e2[256];
+    struct apns_client_config ac = {
+        .app = a->name,
+        .topic = a->apns_topic,
+        .team_id = a->apns_team_id,
+        .key_id = a->apns_key_id,
+        .key_file = a->apns_key_file,
+        .url = a->apns_url,
+        .sandbox_url = a->apns_sandbox_url,
+        .max_connections = (int)a->apns_max_connections,
+        .request_timeout_ms = (uint32_t)d->cfg->delivery.request_timeout_ms,
+        .ssl_ctx = d->ssl_ctx,
+    };
+    if (apns_client_new(d->loop, &ac, out, e2, sizeof e2) != 0) {
+        snprintf(err, errlen, "%s:%d: [app %s] %s", d->cfg->path, a->line, a->name, e2);
+        return -1;
+    }
+    return 0;
+}
+
 /* Validate what config_load does not: keys load, URLs parse, templates. */
 static int check_runtime(struct daemon *d, char *err, size_t errlen)
 {
@@ -354,40 +597,10 @@ static int check_runtime(struct daemon *d, char *err, size_t errlen)
         const struct config_app *a = &d->cfg->apps[i];
         d->apps[i].name = a->name;
         d->apps[i].retry_max_attempts = (int)a->retry_max_attempts;
-        if (a->fcm_enabled) {
-            struct fcm_client_config fc = {
-                .app = a->name,
-                .service_account_file = a->fcm_service_account_file,
-                .project_id = a->fcm_project_id,
-                .fcm_url = a->fcm_url,
-                .token_url = a->fcm_token_url,
-                .max_connections = (int)a->fcm_max_connections,
-                .request_timeout_ms = (uint32_t)d->cfg->delivery.request_timeout_ms,
-                .ssl_ctx = d->ssl_ctx,
-            };
-            if (fcm_client_new(d->loop, &fc, &d->apps[i].fcm, e2, sizeof e2) != 0) {
-                snprintf(err, errlen, "%s:%d: [app %s] %s", d->cfg->path, a->line, a->name, e2);
-                return -1;
-            }
-        }
-        if (!a->apns_enabled)
-            continue;
-        struct apns_client_config ac = {
-            .app = a->name,
-            .topic = a->apns_topic,
-            .team_id = a->apns_team_id,
-            .key_id = a->apns_key_id,
-            .key_file = a->apns_key_file,
-            .url = a->apns_url,
-            .sandbox_url = a->apns_sandbox_url,
-            .max_connections = (int)a->apns_max_connections,
-            .request_timeout_ms = (uint32_t)d->cfg->delivery.request_timeout_ms,
-            .ssl_ctx = d->ssl_ctx,
-        };
-        if (apns_client_new(d->loop, &ac, &d->apps[i].apns, e2, sizeof e2) != 0) {
-            snprintf(err, errlen, "%s:%d: [app %s] %s", d->cfg->path, a->line, a->name, e2);
+        if (a->fcm_enabled && make_fcm(d, a, &d->apps[i].fcm, err, errlen) != 0)
             return -1;
-        }
+        if (a->apns_enabled && make_apns(d, a, &d->apps[i].apns, err, errlen) != 0)
+            return -1;
     }
     return 0;
 }
@@ -527,6 +740,15 @@ int main(int argc, char **argv)
     uv_timer_init(d.loop, &d.housekeeping);
     d.housekeeping.data = &d;
     uv_timer_start(&d.housekeeping, on_housekeeping, HOUSEKEEPING_MS, HOUSEKEEPING_MS);
+    d.apns_key_sha = xcalloc(d.cfg->n_apps, sizeof *d.apns_key_sha);
+    d.fcm_sa_sha = xcalloc(d.cfg->n_apps, sizeof *d.fcm_sa_sha);
+    for (size_t i = 0; i < d.cfg->n_apps; i++) {
+        file_sha256(d.cfg->apps[i].apns_key_file, d.apns_key_sha[i]);
+        file_sha256(d.cfg->apps[i].fcm_service_account_file, d.fcm_sa_sha[i]);
+    }
+    uv_timer_init(d.loop, &d.retire_timer);
+    d.retire_timer.data = &d;
+    uv_timer_start(&d.retire_timer, on_retire_timer, 1000, 1000);
     {
         char m[400];
         snprintf(m, sizeof m, "STATUS=connecting to Redis at %s:%d", r->host, r->port);
@@ -542,6 +764,8 @@ int main(int argc, char **argv)
     stats_free();
     templates_free(d.templates);
     free(d.apps);
+    free(d.apns_key_sha);
+    free(d.fcm_sa_sha);
     SSL_CTX_free(d.ssl_ctx);
     config_free(d.cfg);
     if (uv_loop_close(d.loop) != 0)

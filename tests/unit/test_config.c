@@ -475,7 +475,7 @@ TEST(dump_keys_lists_table)
         "redis\tclaim_idle_ms\tint(1000..86400000)\t30000\trestart\t",
         "redis\turl\tredis-url\tredis://127.0.0.1:6379/0\trestart\t",
         "tls\tca_file\tfile\tnone\trestart\t",
-        "app NAME\tapns_key_file\tfile\tnone\trestart\t",
+        "app NAME\tapns_key_file\tfile\tnone\treload\t",
         "app NAME\tfcm_project_id\tstring\tproject_id from the service-account file\t",
     };
     for (size_t i = 0; i < sizeof expect / sizeof expect[0]; i++)
