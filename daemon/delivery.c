@@ -472,10 +472,16 @@ static void on_push_done(const struct push_result *r, void *user)
     if (r->outcome == PUSH_SENT)
         stats_observe(STATS_PUBLISH_TO_ACCEPT, pv, (double)(now_ms() - d->publish_ms) / 1000.0);
     if (r->outcome != PUSH_SENT) {
-        char tk[24];
-        log_info("deliver", "%s/%s %s/%s token %s attempt %d: %s (%d %s)", d->tenant,
-                 d->event_id, d->user, d->device, log_token(d->token, tk, sizeof tk),
-                 d->attempt, push_outcome_name(r->outcome), r->http_status, r->reason);
+        char tk[24], at[16], st[16];
+        snprintf(at, sizeof at, "%d", d->attempt);
+        snprintf(st, sizeof st, "%d", r->http_status);
+        log_info_kv("deliver",
+                    LOG_KV("app", d->app_name, "tenant", d->tenant, "event", d->event_id,
+                           "user", d->user, "device", d->device, "provider", prov,
+                           "attempt", at, "http_status", st, "reason", r->reason),
+                    "%s/%s %s/%s token %s attempt %d: %s (%d %s)", d->tenant, d->event_id,
+                    d->user, d->device, log_token(d->token, tk, sizeof tk), d->attempt,
+                    push_outcome_name(r->outcome), r->http_status, r->reason);
     }
     decide(d);
 }
@@ -549,8 +555,11 @@ static void on_settled(redisAsyncContext *ac, void *reply_, void *priv)
                                                                : "delivery_failed" };
         stats_add(STATS_DEAD_LETTERS, c, 1);
         ctx->st.gave_up++;
-        log_warn("deliver", "%s/%s %s/%s: %s", d->tenant, d->event_id, d->user, d->device,
-                 d->dead_reason);
+        log_warn_kv("deliver",
+                    LOG_KV("app", d->app_name, "tenant", d->tenant, "event", d->event_id,
+                           "user", d->user, "device", d->device, "status", d->status),
+                    "%s/%s %s/%s: %s", d->tenant, d->event_id, d->user, d->device,
+                    d->dead_reason);
     }
     finish(d);
 }

@@ -237,7 +237,8 @@ static void job_dead_letter(struct job *j, const char *code, const char *reason)
     pl->st.dead++;
     const char *v[] = { code };
     stats_add(STATS_DEAD_LETTERS, v, 1);
-    log_warn("pipeline", "dead letter %s: %s: %s", j->entry.id, code, reason);
+    log_warn_kv("pipeline", LOG_KV("entry", j->entry.id, "code", code),
+                "dead letter %s: %s: %s", j->entry.id, code, reason);
     if (stream_dead_letter(pl->cmd, pl->dead_stream, pl->cfg.dead_maxlen, pl->cfg.stream,
                            pl->cfg.consumer, &j->entry, code, reason,
                            on_dead_written, j) == 0)
@@ -442,7 +443,9 @@ static void job_expand(struct job *j)
     j->n_users = w;
     j->devs = xcalloc(SLICE_USERS, sizeof *j->devs);
     j->n_devs = xcalloc(SLICE_USERS, sizeof *j->n_devs);
-    log_info("pipeline", "event %s/%s %s (%s): %zu recipients", ev->tenant, ev->id,
+    log_info_kv("pipeline", LOG_KV("tenant", ev->tenant, "event", ev->id,
+                                   "type", event_type_name(ev->type), "entry", j->entry.id),
+                "event %s/%s %s (%s): %zu recipients", ev->tenant, ev->id,
              event_type_name(ev->type), j->entry.id, j->n_users);
     if (receipts_status_lookup(pl->cmd, pl->cfg.prefix, ev->tenant, ev->id, on_status, j) != 0) {
         job_release(j);
