@@ -40,12 +40,18 @@ def common_args(p):
 
 def run_one(bench, args, ts):
     t = time.monotonic()
+    load0 = c.machine_info()["loadavg_at_start"]
     result, lines = bench.run(args, ts)
-    doc = {"bench": bench.NAME, "timestamp": ts, "machine": c.machine_info(),
+    machine = c.machine_info()
+    doc = {"bench": bench.NAME, "timestamp": ts, "machine": machine,
            "args": {k: v for k, v in vars(args).items() if k not in ("func",)},
            "duration_s": round(time.monotonic() - t, 1), "result": c.strip_private(result)}
+    machine["loadavg_at_start"] = load0
+    machine["loadavg_at_end"] = c.machine_info()["loadavg_at_start"]
     path = c.save_result(bench.NAME, ts, doc)
     print("\n".join(lines))
+    print(f"  load average (1/5/15 min) at start {' '.join(load0 or [])}, at end "
+          f"{' '.join(machine['loadavg_at_end'] or [])}")
     print(f"  → {path}" + (f"  (chart {result['chart']})" if result.get("chart") else ""))
     sys.stdout.flush()
     return doc, path

@@ -56,6 +56,12 @@ int rfc3339_parse_ms(const char *s, int64_t *out_ms);
  * splitting a UTF-8 sequence.
  */
 size_t utf8_cut_len(const char *s, size_t len, size_t max);
+/*
+ * Length of the UTF-8 sequence at |s| (at most |n| bytes, n >= 1), or 0
+ * when the bytes there are not a valid one (bad lead byte, truncated,
+ * overlong, surrogate, above U+10FFFF).
+ */
+size_t utf8_seq_len(const unsigned char *s, size_t n);
 /* true if |s| is valid UTF-8. */
 bool utf8_valid(const char *s, size_t len);
 

@@ -95,12 +95,21 @@ def split_name(name, program):
     return fn or name, obj
 
 
-def diff_profile(small, large, n_diff, top, program):
-    """Per-function and per-object self cost per item: (large - small) / n_diff."""
-    d = {}
-    for name in set(small) | set(large):
+def merge(costs, program, inclusive):
+    """{(function, object): Ir}. Self costs of one function listed under two
+    names add up; inclusive costs do not (callgrind_annotate may list one
+    function twice, with an absolute and a relative file name): keep one."""
+    out = {}
+    for name, v in costs.items():
         key = split_name(name, program)
-        d[key] = d.get(key, 0) + large.get(name, 0) - small.get(name, 0)
+        out[key] = max(out.get(key, 0), v) if inclusive else out.get(key, 0) + v
+    return out
+
+
+def diff_profile(small, large, n_diff, top, program, inclusive=False):
+    """Per-function and per-object cost per item: (large - small) / n_diff."""
+    a, b = merge(small, program, inclusive), merge(large, program, inclusive)
+    d = {k: b.get(k, 0) - a.get(k, 0) for k in set(a) | set(b)}
     total = sum(d.values())
 
     def share(v):
@@ -178,7 +187,7 @@ def run(args, ts):
                                     "varseld")
         v_incl, _ = diff_profile(per_function(runs["varseld_small"]["file"], inclusive=True),
                                  per_function(runs["varseld_large"]["file"], inclusive=True),
-                                 n_diff, 400, "varseld")
+                                 n_diff, 400, "varseld", inclusive=True)
         v_incl = [r_ for r_ in v_incl if r_["object"] == "varseld"
                   and r_["function"] not in ("main", "uv_run", "(below main)")][:args.top + 5]
         for r_ in v_incl:
