@@ -126,4 +126,13 @@ it_args=(--build "$build_dir")
 python3 tests/integration/run.py "${it_args[@]}" </dev/null 2>&1 | tee "$log"
 add_counts integration "${PIPESTATUS[0]}"
 
+if [[ $mode == long ]]; then
+    # varseld under valgrind memcheck for the end-to-end paths (10-30x slower).
+    echo "== integration tests with varseld under valgrind"
+    VARSEL_VALGRIND=1 python3 tests/integration/run.py --build "$build_dir" \
+        -k "test_skeleton|test_retry|test_fcm|test_reload|test_queue.test_redis_restart" \
+        </dev/null 2>&1 | tee "$log"
+    add_counts valgrind "${PIPESTATUS[0]}"
+fi
+
 finish

@@ -898,8 +898,14 @@ class Daemon:
         logf.write(f"----- start #{self.starts} of {self.name} "
                    f"(consumer {self.consumer}) -----\n".encode())
         logf.flush()
-        self.proc = subprocess.Popen([self.binary, "--config", str(self.config_path)],
-                                     stdin=subprocess.DEVNULL, stdout=logf,
+        cmd = [self.binary, "--config", str(self.config_path)]
+        if os.environ.get("VARSEL_VALGRIND"):
+            # Long tier: varseld under memcheck; errors and definite leaks
+            # are reported in valgrind-PID.log and fail the test.
+            cmd = ["valgrind", "--quiet", "--error-exitcode=99", "--leak-check=full",
+                   "--errors-for-leak-kinds=definite", "--show-leak-kinds=definite",
+                   f"--log-file={self.dir}/valgrind-{self.name}-%p.log"] + cmd
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf,
                                      stderr=subprocess.STDOUT, cwd=str(self.dir))
         logf.close()
         self.returncode = None
@@ -1068,6 +1074,11 @@ class Ctx:
             for line in tail(path, 100000):
                 if SANITIZER_RE.search(line):
                     found.append(f"{label}: {line.strip()}")
+        # valgrind (VARSEL_VALGRIND=1): any report line is a finding.
+        for vg in sorted(self.tmp.glob("valgrind-*.log")):
+            for line in tail(vg, 200):
+                if line.startswith("==") and line.strip("=0123456789 \n"):
+                    found.append(f"{vg.name}: {line.strip()}")
         return found
 
     def cleanup(self):
