@@ -155,7 +155,7 @@ int fcm_oauth_parse_token(const uint8_t *body, size_t len, char **token,
         strlen(t->valuestring) < 4096) {
         *token = xstrdup(t->valuestring);
         *expires_in_s = 3600;
-        if (cJSON_IsNumber(e) && e->valuedouble > 0 && e->valuedouble < 1e9)
+        if (cJSON_IsNumber(e) && e->valuedouble >= 1 && e->valuedouble < 1e9)
             *expires_in_s = (int64_t)e->valuedouble;
         else if (cJSON_IsString(e) && e->valuestring && atoll(e->valuestring) > 0)
             *expires_in_s = atoll(e->valuestring);

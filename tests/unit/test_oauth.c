@@ -139,6 +139,12 @@ TEST(token_answer_parsed_leniently)
     ASSERT_EQ_INT(0, fcm_oauth_parse_token((const uint8_t *)strexp, strlen(strexp), &tok, &exp));
     ASSERT_EQ_INT(20, exp);
     free(tok);
+    /* A lifetime below one second (found by fuzzing) means "no usable
+     * expiry": the default hour, never a token that is born expired. */
+    const char *tiny = "{\"access_token\":\"a\",\"expires_in\":4E-44}";
+    ASSERT_EQ_INT(0, fcm_oauth_parse_token((const uint8_t *)tiny, strlen(tiny), &tok, &exp));
+    ASSERT_EQ_INT(3600, exp);
+    free(tok);
     const char *bad[] = { "", "{}", "[]", "{\"access_token\":\"\"}", "{\"access_token\":1}",
                           "{\"error\":\"invalid_grant\"}", "garbage" };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
