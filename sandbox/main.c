@@ -78,6 +78,7 @@ static const char usage_text[] =
 "  --apns-env-tokens FILE      TOKEN production|sandbox lines; the other listener\n"
 "                              answers 400 BadDeviceToken (unlisted: valid on both)\n"
 "                              (token files are re-read on SIGHUP and when changed)\n"
+"  (SIGUSR1 revokes every OAuth access token issued so far: FCM then answers 401)\n"
 "  --apns-token-lengths N[,N]  accepted device-token hex lengths (default 64)\n"
 "  --apns-token-update-min S   minimum seconds between provider tokens on one\n"
 "                              connection (default 1200 = 20 min)\n"
@@ -153,7 +154,7 @@ struct app {
     struct sbx_tokens_file unregistered, bad_tokens, env_tokens;
     struct sbx_apns_service apns_prod, apns_sbx;
     bool have_prod, have_sbx;
-    uv_signal_t sig_term, sig_int, sig_hup;
+    uv_signal_t sig_term, sig_int, sig_hup, sig_usr1;
     bool stopping;
 };
 
@@ -808,11 +809,22 @@ static void on_server_closed(void *arg)
     uv_close((uv_handle_t *)&a->sig_term, NULL);
     uv_close((uv_handle_t *)&a->sig_int, NULL);
     uv_close((uv_handle_t *)&a->sig_hup, NULL);
+    uv_close((uv_handle_t *)&a->sig_usr1, NULL);
 }
 
 static void on_signal(uv_signal_t *h, int signum)
 {
     struct app *a = h->data;
+    if (signum == SIGUSR1) {
+        /* Revoke every access token issued so far (as Google may, e.g. on
+         * a key rotation): the next FCM request with one gets 401. */
+        if (a->oauth.tokens) {
+            sbx_oauth_tokens_free(a->oauth.tokens);
+            a->oauth.tokens = sbx_oauth_tokens_new();
+        }
+        log_info("sandbox", "SIGUSR1: all access tokens revoked");
+        return;
+    }
     if (signum == SIGHUP) {
         log_info("sandbox", "SIGHUP: re-reading token files");
         reload_tokens(a);
@@ -949,6 +961,9 @@ static int serve(struct app *a)
     uv_signal_start(&a->sig_term, on_signal, SIGTERM);
     uv_signal_start(&a->sig_int, on_signal, SIGINT);
     uv_signal_start(&a->sig_hup, on_signal, SIGHUP);
+    uv_signal_init(a->loop, &a->sig_usr1);
+    a->sig_usr1.data = a;
+    uv_signal_start(&a->sig_usr1, on_signal, SIGUSR1);
     if (a->port_file && write_port_file(a) < 0) {
         a->stopping = true;
         sbx_server_shutdown(a->srv, on_server_closed, a);

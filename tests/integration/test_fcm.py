@@ -186,3 +186,34 @@ def test_token_endpoint_outage_delays_but_loses_nothing(ctx):
     check(failed, "the token endpoint was out at first")
     check("token request failed" in d.log_text(), "the failure shows in the log")
     check_eq(10, len(sb.accepted("fcm")), "each message sent once")
+
+
+def test_revoked_token_refreshed_once_and_resent(ctx):
+    """Google revokes the access token (the sandbox's SIGUSR1): FCM answers
+    401 UNAUTHENTICATED; varseld fetches a new token once and resends, so
+    the delivery succeeds at its first attempt."""
+    import signal as sig
+    rs = ctx.redis_server()
+    sb = ctx.sandbox(fcm=True)
+    d = fcm_daemon(ctx, rs, sb)
+    r = ctx.client(rs)
+    t = h.new_fcm_token()
+    register(r, [h.device_register("rv", "pixel", t, platform="android")])
+    ev1 = h.message_new(["rv"], "t1", "A", "B")
+    h.publish(r, ev1)
+    wait_for(lambda: h.status_of(r, h.TENANT, ev1["id"]).get("rv:pixel") == "sent", 20,
+             what="first delivery")
+    sb.proc.send_signal(sig.SIGUSR1)
+    wait_for(lambda: "tokens revoked" in "".join(h.tail(sb.log, 50)), 10,
+             what="the sandbox to revoke its tokens")
+    ev2 = h.message_new(["rv"], "t2", "A", "B")
+    h.publish(r, ev2)
+    wait_for(lambda: h.status_of(r, h.TENANT, ev2["id"]).get("rv:pixel") == "sent", 20,
+             what="second delivery after the revocation")
+    fcm = sb.fcm_records()
+    check_eq([200, 401, 200], [x["status"] for x in fcm], "FCM answers in order")
+    check_eq(2, len([x for x in sb.oauth_records() if x.get("status") == 200]),
+             "exactly one more token request")
+    rc = [x for x in h.receipts(r) if x["event"] == ev2["id"]]
+    check_eq(["sent"], [x["status"] for x in rc], "one receipt, sent")
+    check_eq("1", rc[0]["attempt"], "the resend is inside the first attempt")
