@@ -9,11 +9,12 @@ until every delivery has a receipt, and reports notifications per second.
     python3 bench/demo_rate.py [--events 2000] [--recipients 5] [--build build]
 
 The full benchmark suite (h2load ceiling, node-apn peer, callgrind cost)
-is issue #7; this is the walking skeleton's first number, on loopback.
+is bench/run.sh (docs/performance.md); this is the walking skeleton's first
+number, on loopback, registrations included.
 """
 import argparse
 import json
-import os
+import shutil
 import sys
 import tempfile
 import time
@@ -69,6 +70,7 @@ def main():
               f"{dt:.2f} s: {total / dt:.0f}/s (includes start-up and registry reads)")
     finally:
         h.stop_all_processes()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

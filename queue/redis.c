@@ -53,7 +53,12 @@ static void uvr_on_poll(uv_poll_t *h, int status, int events)
 
 static void uvr_update(struct uv_redis_events *p, int add, int del)
 {
-    p->events = (p->events | add) & ~del;
+    int events = (p->events | add) & ~del;
+    /* hiredis asks for write interest on every command; re-arming an
+     * unchanged poll would cost an epoll_ctl pair each time. */
+    if (events == p->events)
+        return;
+    p->events = events;
     if (p->events)
         uv_poll_start(&p->poll, p->events, uvr_on_poll);
     else

@@ -124,6 +124,14 @@ def proc_cpu_split(pid):
     return int(f[11]) / CLK_TCK, int(f[12]) / CLK_TCK
 
 
+def proc_runq_wait_s(pid):
+    """Seconds |pid| has spent runnable but waiting for a CPU (schedstat)."""
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def proc_mem_kb(pid):
     """{'VmRSS': kB, 'VmHWM': kB} of |pid| ({} once it is gone)."""
     out = {}
@@ -369,6 +377,18 @@ LONG_TEXT = ("Hei alle sammen! Her kommer informasjon om turen til Frognersetere
              "Vi er tilbake på skolen rundt klokka 14.00. ")
 
 
+LONG_SCHOOL = ("Bakken skole, avdeling for tilrettelagt opplæring og skolefritidsordning, "
+               "Nordre Aker bydel, Oslo kommune; ")
+
+
+def long_school(nbytes=800):
+    """A school name of about |nbytes| bytes (stretches the title)."""
+    s = ""
+    while len(s.encode()) < nbytes:
+        s += LONG_SCHOOL
+    return s.encode()[:nbytes].decode("utf-8", "ignore").strip(" ;,")
+
+
 def long_subject(nbytes=2900):
     """A Norwegian subject of about |nbytes| UTF-8 bytes (æøå take two)."""
     s = ""
@@ -431,6 +451,8 @@ def message_event(i, recipients, payload="short", ttl_s=None):
           "thread": f"thread-{i % 997}", "sender_name": SENDERS[i % len(SENDERS)],
           "school_name": SCHOOLS[i % len(SCHOOLS)]}
     ev["subject"] = long_subject() if payload == "long" else SUBJECTS[i % len(SUBJECTS)]
+    if payload == "long":
+        ev["school_name"] = long_school()
     if ttl_s is not None:
         ev["ttl_s"] = ttl_s
     return ev
@@ -457,12 +479,15 @@ class Workload:
         if self._raw is None:
             n, out = self.pop.n, []
             long_subj = long_subject() if self.payload == "long" else None
+            school = long_school() if self.payload == "long" else None
             for e in range(self.events):
                 base = e * self.recipients
                 rc = [self.pop.users[(base + k) % n] for k in range(self.recipients)]
                 ev = message_event(e, rc, "short")
                 if long_subj:
-                    ev["subject"] = long_subj
+                    # body cut at 2048 bytes by the templates + an 800-byte
+                    # title: about 3 KB of aps JSON
+                    ev["subject"], ev["school_name"] = long_subj, school
                 out.append(json.dumps(ev, ensure_ascii=False, separators=(",", ":")))
             self._raw = out
         return self._raw
@@ -663,7 +688,7 @@ class Stack:
 
     def __init__(self, build, bench=True, record=False, fcm=False, sandbox_extra=None,
                  keep=False):
-        self.build = Path(build)
+        self.build = Path(build).resolve()
         for b in ("varseld", "varsel-sandbox"):
             if not (self.build / b).exists():
                 raise BenchError(f"{self.build / b} is not built (make -j2)")
@@ -786,6 +811,7 @@ def run_varsel(stack, workload, connections=2, overrides=None, binary=None,
     d = stack.daemon(connections=connections, overrides=overrides, binary=binary)
     other = {"redis": stack.redis.proc.pid, "sandbox": stack.sandbox.pid}
     cpu0 = {k: proc_cpu_s(p) for k, p in other.items()}
+    wait0 = {k: proc_runq_wait_s(p) for k, p in other.items()}
     t0 = time.time()
     d.start(wait_ready=False)
     vpid = d.proc.pid
@@ -812,6 +838,8 @@ def run_varsel(stack, workload, connections=2, overrides=None, binary=None,
         cpu_varseld = sum(split) if split[0] is not None else None
         mem = proc_mem_kb(vpid)
         cpu1 = {k: proc_cpu_s(p) for k, p in other.items()}
+        wait1 = {k: proc_runq_wait_s(p) for k, p in other.items()}
+        wait_v = proc_runq_wait_s(vpid)
     finally:
         samples = sampler.stop()
     rc = d.stop(timeout=60)
@@ -840,6 +868,11 @@ def run_varsel(stack, workload, connections=2, overrides=None, binary=None,
         "varseld_cpu_us_per_notification": (round(cpu_varseld * 1e6 / total, 2)
                                             if cpu_varseld else None),
         "varseld_peak_rss_mb": round(mem.get("VmHWM", 0) / 1024.0, 1),
+        # time spent runnable but without a CPU: high means the machine was
+        # short of cores (other processes), not that varseld had no work
+        "varseld_runq_wait_s": round(wait_v, 3) if wait_v is not None else None,
+        "redis_runq_wait_s": _delta(wait1.get("redis"), wait0.get("redis")),
+        "sandbox_runq_wait_s": _delta(wait1.get("sandbox"), wait0.get("sandbox")),
         "redis_cpu_s": _delta(cpu1.get("redis"), cpu0.get("redis")),
         "sandbox_cpu_s": _delta(cpu1.get("sandbox"), cpu0.get("sandbox")),
         "varseld_exit": rc,

@@ -183,8 +183,8 @@ def run(args, ts):
         h_marg = (runs["h2load_large"]["instructions"]
                   - runs["h2load_small"]["instructions"]) / n_diff
         v_top, v_obj = diff_profile(per_function(runs["varseld_small"]["file"]),
-                                    per_function(runs["varseld_large"]["file"]), n_diff, args.top,
-                                    "varseld")
+                                    per_function(runs["varseld_large"]["file"]), n_diff,
+                                    max(40, args.top), "varseld")
         v_incl, _ = diff_profile(per_function(runs["varseld_small"]["file"], inclusive=True),
                                  per_function(runs["varseld_large"]["file"], inclusive=True),
                                  n_diff, 400, "varseld", inclusive=True)
@@ -227,7 +227,7 @@ def run(args, ts):
         f"  ratio:   {result['ratio']}×",
         f"  varseld top {args.top} functions (self cost per notification):",
     ]
-    for r_ in v_top:
+    for r_ in v_top[:args.top]:
         lines.append(f"    {r_['instr_per_item']:>10,.0f}  {r_['share_pct']:>5.1f}%  "
                      f"{r_['function']}  [{r_['object']}]")
     lines.append("  varseld's own functions, inclusive cost per notification (callees included):")

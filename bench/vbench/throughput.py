@@ -97,7 +97,7 @@ def run(args, ts):
 
     agg = {k: c.spread([r[k] for r in rounds]) for k in
            ("rate_per_s", "steady_rate_per_s", "wall_s", "varseld_cpu_s", "varseld_cpu_user_s",
-            "varseld_cpu_sys_s",
+            "varseld_cpu_sys_s", "varseld_runq_wait_s", "redis_runq_wait_s",
             "varseld_cpu_us_per_notification", "varseld_peak_rss_mb", "redis_cpu_s",
             "sandbox_cpu_s", "first_receipt_s")}
     result = {"workload": wl.describe(), "connections": args.connections,
@@ -136,6 +136,9 @@ def run(args, ts):
         f"{c.fmt_spread(agg['varseld_cpu_sys_s'], ' s', 2)}",
         f"  redis-server CPU {c.fmt_spread(agg['redis_cpu_s'], ' s', 2)}, sandbox CPU "
         f"{c.fmt_spread(agg['sandbox_cpu_s'], ' s', 2)}",
+        f"  waiting for a CPU while runnable: varseld "
+        f"{c.fmt_spread(agg['varseld_runq_wait_s'], ' s', 2)}, redis-server "
+        f"{c.fmt_spread(agg['redis_runq_wait_s'], ' s', 2)}",
         f"  varseld peak RSS (VmHWM): {c.fmt_spread(agg['varseld_peak_rss_mb'], ' MB', 1)}",
         f"  sent by platform: {rounds[-1]['sent_by_platform']} "
         f"(expected {result['expected_by_platform']})",
