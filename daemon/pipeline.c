@@ -40,6 +40,11 @@
 
 #define SLICE_USERS 256  /* recipients looked up at a time */
 #define REDIS_STALL_MS 15000 /* a Redis reply later than this means a dead link */
+/* An entry of ours delivered this often without being settled is taken to
+ * crash or wedge the daemon: it is dead-lettered ("poison") instead of
+ * being replayed forever. */
+#define POISON_DELIVERIES 20
+#define POISON_SCAN_MAX 10000
 
 struct job;
 
@@ -80,6 +85,10 @@ struct pipeline {
     bool group_ready, group_creating;
     bool reading;
     bool history;                /* reading own pending entries */
+    bool poison_scanned;         /* own pending entries' delivery counts known */
+    bool poison_scanning;
+    char **poison;               /* sorted ids delivered >= POISON_DELIVERIES times */
+    size_t n_poison;
     char history_id[64];
     bool stopping, closed;
     struct job *jobs;            /* list of active jobs */
@@ -102,6 +111,7 @@ static void job_release(struct job *j);
 static void job_check_done(struct job *j);
 static void job_send_slice(struct job *j);
 static void pipeline_resume(struct pipeline *pl);
+static bool is_poison(const struct pipeline *pl, const char *id);
 
 /* ---- jobs ------------------------------------------------------------- */
 
@@ -580,6 +590,14 @@ static void job_start(struct pipeline *pl, struct stream_entry *e)
         job_ack(j);
         return;
     }
+    if (is_poison(pl, j->entry.id)) {
+        char why[160];
+        snprintf(why, sizeof why, "delivered %d times or more without being settled (the "
+                 "daemon may crash or hang on it); replay it with varselctl once fixed",
+                 POISON_DELIVERIES);
+        job_dead_letter(j, "poison", why);
+        return;
+    }
     const struct stream_field *f = stream_entry_field(&j->entry, "event");
     if (f == NULL) {
         job_dead_letter(j, "missing_field", "stream entry has no 'event' field");
@@ -673,11 +691,70 @@ static bool has_room(const struct pipeline *pl)
            pl->n_jobs < (size_t)pl->cfg.batch_size * 4;
 }
 
+static void free_poison(struct pipeline *pl)
+{
+    for (size_t i = 0; i < pl->n_poison; i++)
+        free(pl->poison[i]);
+    free(pl->poison);
+    pl->poison = NULL;
+    pl->n_poison = 0;
+}
+
+static void on_pending_scan(redisAsyncContext *ac, void *r, void *priv)
+{
+    struct pipeline *pl = priv;
+    redisReply *reply = r;
+    pl->poison_scanning = false;
+    if (pl->closed)
+        return;
+    if (reply == NULL)
+        return; /* connection lost: scanned again after the reconnect */
+    free_poison(pl);
+    if (reply->type == REDIS_REPLY_ARRAY && reply->elements > 0) {
+        pl->poison = xcalloc(reply->elements, sizeof *pl->poison);
+        for (size_t i = 0; i < reply->elements; i++) {
+            const redisReply *e = reply->element[i];
+            if (e->type != REDIS_REPLY_ARRAY || e->elements < 4 ||
+                e->element[0]->type != REDIS_REPLY_STRING ||
+                e->element[3]->type != REDIS_REPLY_INTEGER)
+                continue;
+            if (e->element[3]->integer >= POISON_DELIVERIES)
+                pl->poison[pl->n_poison++] = xstrndup(e->element[0]->str, e->element[0]->len);
+        }
+        qsort(pl->poison, pl->n_poison, sizeof *pl->poison, cmp_str);
+        if (pl->n_poison)
+            log_warn("pipeline", "%zu of this consumer's pending entries were delivered %d "
+                     "times or more without being settled; they go to the dead letters",
+                     pl->n_poison, POISON_DELIVERIES);
+    }
+    pl->poison_scanned = true;
+    maybe_read(pl);
+}
+
+static bool is_poison(const struct pipeline *pl, const char *id)
+{
+    return pl->n_poison &&
+           bsearch(&id, pl->poison, pl->n_poison, sizeof *pl->poison, cmp_str) != NULL;
+}
+
 static void maybe_read(struct pipeline *pl)
 {
     if (pl->stopping || pl->closed || !pl->group_ready || pl->reading ||
         !redis_conn_ready(pl->rd) || !redis_conn_ready(pl->cmd) || !has_room(pl))
         return;
+    if (pl->history && !pl->poison_scanned) {
+        /* Before replaying our own pending entries, learn how often each
+         * was delivered already (XPENDING's extended form). */
+        if (!pl->poison_scanning) {
+            char count[16];
+            snprintf(count, sizeof count, "%d", POISON_SCAN_MAX);
+            const char *argv[] = { "XPENDING", pl->cfg.stream, pl->cfg.group, "-", "+",
+                                   count, pl->cfg.consumer };
+            if (redis_conn_cmd_argv(pl->cmd, on_pending_scan, pl, 7, argv, NULL) == 0)
+                pl->poison_scanning = true;
+        }
+        return;
+    }
     int rc = pl->history
                  ? stream_read(pl->rd, pl->cfg.stream, pl->cfg.group, pl->cfg.consumer,
                                pl->cfg.batch_size, -1, pl->history_id, on_read, pl)
@@ -888,6 +965,7 @@ static void on_rd_ready(struct redis_conn *c, void *user)
     /* After any reconnect, first re-read this consumer's own pending
      * entries: some may have been released unacknowledged meanwhile. */
     pl->history = true;
+    pl->poison_scanned = false;
     snprintf(pl->history_id, sizeof pl->history_id, "0");
     maybe_read(pl);
 }
@@ -1003,6 +1081,7 @@ void pipeline_stop(struct pipeline *pl, uint32_t timeout_ms, void (*done)(void *
 static void on_timer_closed_arg(struct pipeline *pl)
 {
     if (--pl->timers_open == 0) {
+        free_poison(pl);
         free(pl->dead_stream);
         free(pl);
     }

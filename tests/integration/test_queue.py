@@ -157,3 +157,37 @@ def test_registry_updates_apply_in_occurred_at_order(ctx):
     check(h.token_owner(r, h.APP, ta) is None, "the logged-out token left the index")
     settle([h.device_register("o1", "d1", tc, occurred_at=h.rfc3339(-1))])
     check_eq(tc, h.devices(r, h.TENANT, "o1")["d1"]["token"], "a newer register does")
+
+
+def test_poison_entry_is_dead_lettered_not_replayed_forever(ctx):
+    """An entry of this consumer that was delivered 20+ times without being
+    settled (a daemon that crashes on it would loop forever) goes to the
+    dead letters with code "poison"; the entries beside it are delivered."""
+    rs = ctx.redis_server()
+    sb = ctx.sandbox()
+    d = ctx.daemon(rs, sb)
+    r = ctx.client(rs)
+    tok = h.new_token()
+    h.publish(r, h.device_register("p1", "phone", tok))
+    wait_for(lambda: h.devices(r, h.TENANT, "p1"), 20, what="registration")
+    d.stop()
+    bad = h.message_new(["p1"], "t-bad", "A", "B")
+    good = h.message_new(["p1"], "t-good", "A", "B")
+    bad_id, good_id = h.publish_many(r, [bad, good])
+    # Make both pending for this consumer, as if it had read them and died,
+    # and give the first a long history of deliveries.
+    r.call("XREADGROUP", "GROUP", h.GROUP, d.consumer, "COUNT", "10", "STREAMS", h.STREAM, ">")
+    r.call("XCLAIM", h.STREAM, h.GROUP, d.consumer, "0", bad_id, "RETRYCOUNT", "25")
+    counts = {e[0]: e[3] for e in r.call("XPENDING", h.STREAM, h.GROUP, "-", "+", "10")}
+    check(counts.get(bad_id, 0) >= 20, f"set-up: delivery count {counts}")
+    d.start()
+    wait_for(lambda: any(x.get("source_id") == bad_id for x in h.dead_letters(r)), 20,
+             what="the poison entry in the dead letters")
+    dl = [x for x in h.dead_letters(r) if x.get("source_id") == bad_id][0]
+    check_eq("poison", dl.get("code"), "dead-letter code")
+    check("delivered 20 times" in dl.get("reason", ""), f"reason: {dl.get('reason')!r}")
+    check("event" in dl, "the dead letter keeps the event for a later replay")
+    wait_for(lambda: h.status_of(r, h.TENANT, good["id"]).get("p1:phone") == "sent", 20,
+             what="the entry beside it delivered")
+    check_eq({}, h.status_of(r, h.TENANT, bad["id"]), "the poison entry was not delivered")
+    wait_for(lambda: r.xpending()["count"] == 0, 20, what="XPENDING empty")
