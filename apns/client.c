@@ -58,14 +58,6 @@ enum push_outcome apns_client_classify(int status, const char *reason)
     return PUSH_PERMANENT;
 }
 
-static const char *find_header(const struct h2_response *r, const char *name)
-{
-    for (size_t i = 0; i < r->n_headers; i++)
-        if (strcmp(r->headers[i].name, name) == 0)
-            return r->headers[i].value;
-    return NULL;
-}
-
 static void on_response(const struct h2_response *r, void *user)
 {
     struct apns_pending *p = user;
@@ -80,7 +72,7 @@ static void on_response(const struct h2_response *r, void *user)
         snprintf(res.reason, sizeof res.reason, "%s",
                  r->error_reason ? r->error_reason : "no answer");
     } else {
-        const char *id = find_header(r, "apns-id");
+        const char *id = h2_response_header(r, "apns-id");
         if (id)
             snprintf(res.provider_id, sizeof res.provider_id, "%s", id);
         if (r->status != 200) {
@@ -94,9 +86,7 @@ static void on_response(const struct h2_response *r, void *user)
         }
         res.outcome = apns_client_classify(r->status, res.reason);
         /* APNs sends no Retry-After today; honour one if it ever does. */
-        const char *ra = find_header(r, "retry-after");
-        if (ra && *ra >= '0' && *ra <= '9')
-            res.retry_after_s = atoi(ra);
+        res.retry_after_s = h2_response_retry_after(r);
         if (r->status != 200 && res.outcome == PUSH_PERMANENT)
             log_warn("apns", "app %s: %d %s", p->c->app, r->status, res.reason);
     }

@@ -149,7 +149,6 @@ static struct delivery *alloc_delivery(struct delivery_ctx *ctx, void *owner,
         d->prov = d->app && d->app->apns ? PROV_APNS : PROV_NONE;
     else if (strcmp(d->platform, "android") == 0)
         d->prov = d->app && d->app->fcm ? PROV_FCM : PROV_NONE;
-    ctx->st.created++;
     ctx->active++;
     return d;
 }
@@ -524,7 +523,6 @@ static void on_settled(redisAsyncContext *ac, void *reply_, void *priv)
             finish(d);
             return;
         }
-        ctx->st.settle_write_failures++;
         log_warn("deliver", "writing the outcome of %s/%s %s/%s failed (%s); will retry",
                  d->tenant, d->event_id, d->user, d->device,
                  reply ? reply->str : "connection lost");
@@ -534,16 +532,6 @@ static void on_settled(redisAsyncContext *ac, void *reply_, void *priv)
     }
     d->settled = true;
     stats_delivery(d->app_name, d->platform, d->tenant, d->status);
-    if (strcmp(d->status, "sent") == 0)
-        ctx->st.sent++;
-    else if (strcmp(d->status, "invalid_token") == 0)
-        ctx->st.invalid_token++;
-    else if (strcmp(d->status, "retrying") == 0)
-        ctx->st.retries_scheduled++;
-    else if (strcmp(d->status, "expired") == 0)
-        ctx->st.expired++;
-    else
-        ctx->st.failed++;
     if (d->mode == SETTLE_RETRY) {
         const char *v[] = { "scheduled" };
         stats_add(STATS_RETRIES, v, 1);
@@ -554,7 +542,6 @@ static void on_settled(redisAsyncContext *ac, void *reply_, void *priv)
         const char *c[] = { strcmp(d->status, "expired") == 0 ? "delivery_expired"
                                                                : "delivery_failed" };
         stats_add(STATS_DEAD_LETTERS, c, 1);
-        ctx->st.gave_up++;
         log_warn_kv("deliver",
                     LOG_KV("app", d->app_name, "tenant", d->tenant, "event", d->event_id,
                            "user", d->user, "device", d->device, "status", d->status),
@@ -763,7 +750,6 @@ static void on_claimed(redisAsyncContext *ac, void *reply_, void *priv)
             log_error("retry", "unreadable retry entry %s; dropping it", id->str);
             continue;
         }
-        ctx->st.retries_claimed++;
         const char *v[] = { "claimed" };
         stats_add(STATS_RETRIES, v, 1);
         retry_list_add(d);

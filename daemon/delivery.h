@@ -28,11 +28,6 @@ struct pipeline_app;
 struct templates;
 struct delivery;
 
-struct delivery_stats {
-    uint64_t created, sent, invalid_token, failed, expired, retries_scheduled,
-        retries_claimed, gave_up, settle_write_failures;
-};
-
 struct delivery_ctx {
     uv_loop_t *loop;
     struct redis_conn *cmd;          /* borrowed */
@@ -60,7 +55,6 @@ struct delivery_ctx {
     bool claiming;
     uv_timer_t timer;                /* retry poller and lease renewal */
     uint64_t last_renew_ms;
-    struct delivery_stats st;
 };
 
 /* Start the retry poller; the context lives inside its owner. */

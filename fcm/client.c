@@ -56,14 +56,6 @@ static void req_fail(struct fcm_req *r, const char *why)
     req_finish(r, &res);
 }
 
-static const char *find_header(const struct h2_response *r, const char *name)
-{
-    for (size_t i = 0; i < r->n_headers; i++)
-        if (strcmp(r->headers[i].name, name) == 0)
-            return r->headers[i].value;
-    return NULL;
-}
-
 static void req_send(struct fcm_req *r);
 
 static void on_response(const struct h2_response *h, void *user)
@@ -83,9 +75,7 @@ static void on_response(const struct h2_response *h, void *user)
         req_finish(r, &res);
         return;
     }
-    const char *ra = find_header(h, "retry-after");
-    if (ra && *ra >= '0' && *ra <= '9')
-        res.retry_after_s = atoi(ra);
+    res.retry_after_s = h2_response_retry_after(h);
     struct fcm_error e;
     bool parsed = h->status != 200 && fcm_error_parse(h->body, h->body_len, &e) == 0;
     enum fcm_outcome o = fcm_error_classify(h->status, parsed ? &e : NULL);
@@ -195,7 +185,6 @@ int fcm_client_new(uv_loop_t *loop, const struct fcm_client_config *cfg,
     return 0;
 }
 
-const char *fcm_client_project(const struct fcm_client *c) { return c->project; }
 
 int fcm_client_send(struct fcm_client *c, const char *json, size_t len,
                     push_done_cb cb, void *user)

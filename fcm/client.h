@@ -32,9 +32,6 @@ struct fcm_client_config {
 int fcm_client_new(uv_loop_t *loop, const struct fcm_client_config *cfg,
                    struct fcm_client **out, char *err, size_t errlen);
 
-/* The project id in use (for the request path and tests). */
-const char *fcm_client_project(const struct fcm_client *c);
-
 /*
  * Send one message: |json| is the whole request body ({"message":{...}},
  * fcm/message.h), copied. |cb| fires exactly once. Returns 0 or -1 when

@@ -807,6 +807,23 @@ static void on_backoff(uv_timer_t *t)
     pool_kick(p);
 }
 
+const char *h2_response_header(const struct h2_response *r, const char *name)
+{
+    for (size_t i = 0; i < r->n_headers; i++)
+        if (strcmp(r->headers[i].name, name) == 0)
+            return r->headers[i].value;
+    return NULL;
+}
+
+int h2_response_retry_after(const struct h2_response *r)
+{
+    const char *v = h2_response_header(r, "retry-after");
+    if (v == NULL || *v < '0' || *v > '9')
+        return -1;
+    long s = strtol(v, NULL, 10);
+    return s > 86400 ? 86400 : (int)s;
+}
+
 bool h2_pool_unreachable(const struct h2_pool *p, const char **why)
 {
     if (p->down_since == 0 || p->failures_in_streak == 0)

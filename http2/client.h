@@ -70,6 +70,12 @@ struct h2_response {
 /* Fires exactly once per submitted request; |resp| is valid for the call. */
 typedef void (*h2_done_cb)(const struct h2_response *resp, void *user);
 
+/* The first response header called |name| (lowercase), or NULL. */
+const char *h2_response_header(const struct h2_response *r, const char *name);
+/* Retry-After in seconds (the delay-seconds form), or -1 when absent or an
+ * HTTP date. */
+int h2_response_retry_after(const struct h2_response *r);
+
 struct h2_pool_config {
     const char *name;             /* for logs, e.g. "apns demo production"; copied */
     const char *url;              /* "https://host[:port][/path]" (path ignored);

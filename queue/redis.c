@@ -12,7 +12,6 @@
 
 #include <arpa/inet.h>
 #include <openssl/evp.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -310,7 +309,6 @@ struct redis_conn *redis_conn_new(uv_loop_t *loop, const struct redis_conn_confi
 
 bool redis_conn_ready(const struct redis_conn *c) { return c->state == R_READY; }
 
-size_t redis_conn_pending(const struct redis_conn *c) { return c->pending; }
 
 struct cmd_wrap {
     struct redis_conn *c;
@@ -339,28 +337,6 @@ int redis_conn_cmd_argv(struct redis_conn *c, redisCallbackFn *fn, void *priv,
     w->fn = fn;
     w->priv = priv;
     if (redisAsyncCommandArgv(c->ac, on_reply, w, argc, argv, argvlen) != REDIS_OK) {
-        free(w);
-        return -1;
-    }
-    if (c->pending++ == 0)
-        c->last_progress_ms = mono_ms();
-    return 0;
-}
-
-int redis_conn_cmd(struct redis_conn *c, redisCallbackFn *fn, void *priv,
-                   const char *fmt, ...)
-{
-    if (c->state != R_READY || c->ac == NULL)
-        return -1;
-    struct cmd_wrap *w = xmalloc(sizeof *w);
-    w->c = c;
-    w->fn = fn;
-    w->priv = priv;
-    va_list ap;
-    va_start(ap, fmt);
-    int rc = redisvAsyncCommand(c->ac, on_reply, w, fmt, ap);
-    va_end(ap);
-    if (rc != REDIS_OK) {
         free(w);
         return -1;
     }

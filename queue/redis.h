@@ -50,11 +50,6 @@ bool redis_conn_ready(const struct redis_conn *c);
  */
 int redis_conn_cmd_argv(struct redis_conn *c, redisCallbackFn *fn, void *priv,
                         int argc, const char **argv, const size_t *argvlen);
-int redis_conn_cmd(struct redis_conn *c, redisCallbackFn *fn, void *priv,
-                   const char *fmt, ...);
-
-/* Replies sent but not yet answered on this connection. */
-size_t redis_conn_pending(const struct redis_conn *c);
 
 /*
  * true when replies are outstanding and none has come for |timeout_ms|
