@@ -296,7 +296,7 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-static bool is_final(const struct job *j, const char *user, const char *device)
+static bool is_settled(const struct job *j, const char *user, const char *device)
 {
     if (j->n_final == 0)
         return false;
@@ -478,7 +478,7 @@ static void job_send_slice(struct job *j)
         const struct event_recipient *rc = &j->users[j->slice_base + u];
         for (size_t k = 0; k < j->n_devs[u]; k++) {
             struct registry_device *rd = &j->devs[u][k];
-            if (is_final(j, rc->user, rd->device)) {
+            if (is_settled(j, rc->user, rd->device)) {
                 skipped++;
                 continue;
             }
