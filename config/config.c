@@ -40,10 +40,20 @@
 #define CONFIG_FILE_MAX (1u << 20)      /* a config file over 1 MiB is a mistake */
 #define SERVICE_ACCOUNT_MAX (1u << 20)
 
-enum ksect { SEC_NONE = -1, SEC_DAEMON, SEC_REDIS, SEC_TLS, SEC_DELIVERY, SEC_ADMIN, SEC_APP };
+enum ksect {
+    SEC_NONE = -1, SEC_DAEMON, SEC_REDIS, SEC_TLS, SEC_DELIVERY, SEC_ADMIN,
+    SEC_APP,     /* [app NAME] */
+    SEC_TENANT,  /* [tenant NAME] */
+};
 
 static const char *const sect_names[] = { "daemon", "redis", "tls", "delivery", "admin",
-                                          "app" };
+                                          "app", "tenant" };
+
+/* Sections that carry a name and exist once per name. */
+static bool named_sect(int s)
+{
+    return s == SEC_APP || s == SEC_TENANT;
+}
 
 enum ktype {
     K_STRING,    /* length min..max; extra: NULL, "alnum" */
@@ -55,10 +65,13 @@ enum ktype {
     K_FILE,      /* path of a readable file, resolved against the config dir */
     K_DIR,       /* path of a directory, resolved against the config dir */
     K_LISTEN,    /* "IPv4:port", "[IPv6]:port", "off" or empty; fills config_admin */
+    K_TZ,        /* an IANA time zone name found under /usr/share/zoneinfo */
+    K_HHMM,      /* a local time "HH:MM", stored as int64 minutes after midnight */
 };
 
 static const char *const type_names[] = { "string", "int", "bool", "enum", "url",
-                                          "redis-url", "file", "dir", "listen" };
+                                          "redis-url", "file", "dir", "listen", "timezone",
+                                          "HH:MM" };
 
 struct key {
     enum ksect sect;
@@ -75,6 +88,7 @@ struct key {
 
 #define G(field) offsetof(struct config, field)
 #define A(field) offsetof(struct config_app, field)
+#define T(field) offsetof(struct config_tenant, field)
 #define I64MAX INT64_MAX
 
 static const struct key keys[] = {
@@ -88,12 +102,21 @@ static const struct key keys[] = {
       NULL, "directory with the nb/nn/en notification templates" },
     { SEC_DAEMON, "shutdown_timeout_ms", K_INT, G(daemon.shutdown_timeout_ms), "10000", NULL,
       false, 0, 3600000, "milliseconds", "on SIGTERM, how long in-flight deliveries may finish" },
+    { SEC_DAEMON, "token_max_age_days", K_INT, G(daemon.token_max_age_days), "270", NULL,
+      false, 0, 3650, "days",
+      "devices not registered again for this long are removed (0 = never)" },
 
     /* [redis] */
     { SEC_REDIS, "url", K_REDIS_URL, G(redis.url), "redis://127.0.0.1:6379/0", NULL, false, 0,
       0, NULL, "redis://[user:password@]host:port[/db]; host may be a name, IPv4 or [IPv6]" },
     { SEC_REDIS, "stream", K_STRING, G(redis.stream), "varsel:events", NULL, false, 1, 512,
       NULL, "stream the events are read from (used as written, no prefix)" },
+    { SEC_REDIS, "streams", K_STRING, G(redis.streams), NULL, "the value of stream", false,
+      1, 4096, NULL,
+      "several event streams, comma-separated (e.g. one per region); replaces stream" },
+    { SEC_REDIS, "urgent_stream", K_STRING, G(redis.urgent_stream), "varsel:urgent", NULL,
+      false, 0, 512, NULL,
+      "stream of urgent events, read on its own connection ahead of all bulk work; empty = none" },
     { SEC_REDIS, "group", K_STRING, G(redis.group), "varsel", NULL, false, 1, 256, NULL,
       "consumer group shared by all varseld processes" },
     { SEC_REDIS, "consumer", K_STRING, G(redis.consumer), NULL, "the host name", false, 1,
@@ -112,6 +135,8 @@ static const struct key keys[] = {
       100, 1000000000, NULL, "approximate cap (MAXLEN ~) of the receipts stream" },
     { SEC_REDIS, "dead_maxlen", K_INT, G(redis.dead_maxlen), "100000", NULL, false, 100,
       1000000000, NULL, "approximate cap (MAXLEN ~) of the dead-letter stream" },
+    { SEC_REDIS, "escalations_maxlen", K_INT, G(redis.escalations_maxlen), "100000", NULL,
+      false, 100, 1000000000, NULL, "approximate cap (MAXLEN ~) of the escalations stream" },
     { SEC_REDIS, "trim_interval_ms", K_INT, G(redis.trim_interval_ms), "10000", NULL,
       false, 0, 86400000, "milliseconds",
       "how often the events stream is trimmed below what every group still needs; 0 = never" },
@@ -141,6 +166,19 @@ static const struct key keys[] = {
       "address of the admin HTTP server (IPv4:port or [IPv6]:port); off or empty: none" },
     { SEC_ADMIN, "token", K_STRING, G(admin.token), NULL, "none", false, 16, 256, "visible",
       "bearer token required by every admin endpoint but /healthz and /metrics" },
+
+    /* [tenant NAME] */
+    { SEC_TENANT, "default_locale", K_ENUM, T(default_locale), "nb", NULL, true, 0, 0,
+      "nb|nn|en", "language of devices that registered no locale" },
+    { SEC_TENANT, "message_preview", K_BOOL, T(message_preview), "off", NULL, true, 0, 0,
+      NULL, "message.new shows the message preview on the lock screen" },
+    { SEC_TENANT, "timezone", K_TZ, T(timezone), "Europe/Oslo", NULL, true, 0, 0, NULL,
+      "time zone of quiet hours and of the school day" },
+    { SEC_TENANT, "school_day_end", K_HHMM, T(school_day_end_min), "16:00", NULL, true, 0, 0,
+      NULL, "absence.alert notifications expire at this local time on the absence's date" },
+    { SEC_TENANT, "escalate_after_s", K_INT, T(escalate_after_s), "300", NULL, true, 10,
+      86400, "seconds",
+      "an absence.alert that reached no device by then is written to the escalations stream" },
 
     /* [app NAME] */
     { SEC_APP, "apns_topic", K_STRING, A(apns_topic), NULL, "none", false, 1, 255, NULL,
@@ -182,10 +220,12 @@ _Static_assert(N_KEYS <= MAX_KEYS, "raise MAX_KEYS");
 static const char *const apns_group[] = { "apns_topic", "apns_team_id", "apns_key_id",
                                           "apns_key_file" };
 
-/* Per-app parse bookkeeping: where each key was set (0 = not set). */
+/* Per named section parse bookkeeping: where each key was set (0 = not set). */
 struct app_seen {
     int line[MAX_KEYS];
 };
+
+const char *const config_locales[3] = { "nb", "nn", "en" };
 
 struct pstate {
     struct config *cfg;
@@ -193,10 +233,12 @@ struct pstate {
     size_t len, pos;       /* size and read position */
     int line;              /* line most recently handed to inih */
     int sect;              /* enum ksect of the current section */
-    size_t app;            /* current app index when sect == SEC_APP */
+    size_t app;            /* current app or tenant index when named_sect(sect) */
     int seen[MAX_KEYS];    /* line each global key was set on, 0 = not set */
     struct app_seen *app_seen; /* parallel to cfg->apps */
     size_t apps_cap;
+    struct app_seen *tenant_seen; /* parallel to cfg->tenants */
+    size_t tenants_cap;
     bool failed;
     char *err;
     size_t errlen;
@@ -231,6 +273,8 @@ static const char *sect_label(const struct pstate *ps, int sect, size_t app, cha
 {
     if (sect == SEC_APP)
         snprintf(buf, buflen, "app %s", ps->cfg->apps[app].name);
+    else if (sect == SEC_TENANT)
+        snprintf(buf, buflen, "tenant %s", ps->cfg->tenants[app].name);
     else if (sect >= 0)
         snprintf(buf, buflen, "%s", sect_names[sect]);
     else
@@ -640,6 +684,36 @@ static int set_value(struct pstate *ps, const struct key *k, void *base, const c
         }
         set_string(base, k, xstrdup(value));
         return 0;
+    case K_TZ: {
+        /* The zone must exist in the tz database the C library reads. */
+        bool ok = vlen <= 64 && value[0] != '/' && strstr(value, "..") == NULL &&
+                  strspn(value, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                "0123456789/_+-") == vlen;
+        if (ok) {
+            char path[128];
+            snprintf(path, sizeof path, "/usr/share/zoneinfo/%s", value);
+            struct stat st;
+            ok = stat(path, &st) == 0 && S_ISREG(st.st_mode);
+        }
+        if (!ok) {
+            perr(ps, line, "[%s] %s: unknown time zone \"%s\" (expected a name such as "
+                 "Europe/Oslo from /usr/share/zoneinfo)", label, k->name, shown(value, sh));
+            return -1;
+        }
+        set_string(base, k, xstrdup(value));
+        return 0;
+    }
+    case K_HHMM: {
+        int hh = -1, mm = -1;
+        if (vlen != 5 || value[2] != ':' || sscanf(value, "%2d:%2d", &hh, &mm) != 2 ||
+            strspn(value, "0123456789:") != 5 || hh < 0 || hh > 23 || mm < 0 || mm > 59) {
+            perr(ps, line, "[%s] %s: expected a time HH:MM (00:00..23:59), got \"%s\"", label,
+                 k->name, shown(value, sh));
+            return -1;
+        }
+        *(int64_t *)field_ptr(base, k) = hh * 60 + mm;
+        return 0;
+    }
     case K_FILE:
     case K_DIR: {
         char *path = resolve_path(ps->cfg, value);
@@ -701,6 +775,41 @@ static size_t app_index(struct pstate *ps, const char *name, size_t n, int line)
     return cfg->n_apps++;
 }
 
+/* Find or add the tenant |name|; returns its index. */
+static size_t tenant_index(struct pstate *ps, const char *name, size_t n, int line)
+{
+    struct config *cfg = ps->cfg;
+    for (size_t i = 0; i < cfg->n_tenants; i++)
+        if (strlen(cfg->tenants[i].name) == n && memcmp(cfg->tenants[i].name, name, n) == 0)
+            return i;
+    if (cfg->n_tenants == ps->tenants_cap) {
+        ps->tenants_cap = ps->tenants_cap ? ps->tenants_cap * 2 : 4;
+        cfg->tenants = xrealloc(cfg->tenants, ps->tenants_cap * sizeof *cfg->tenants);
+        ps->tenant_seen = xrealloc(ps->tenant_seen, ps->tenants_cap * sizeof *ps->tenant_seen);
+    }
+    struct config_tenant *t = &cfg->tenants[cfg->n_tenants];
+    memset(t, 0, sizeof *t);
+    memset(&ps->tenant_seen[cfg->n_tenants], 0, sizeof ps->tenant_seen[0]);
+    t->name = xstrndup(name, n);
+    t->line = line;
+    return cfg->n_tenants++;
+}
+
+/* A tenant slug as events carry it: [a-z0-9][a-z0-9_-]{0,63}. */
+static bool valid_tenant_name(const char *s, size_t n)
+{
+    if (n == 0 || n > CONFIG_TENANT_NAME_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                  (i > 0 && (c == '_' || c == '-'));
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
 /* Handle a "[...]" line (already left-stripped, |n| bytes). */
 static void section_line(struct pstate *ps, const char *s, size_t n)
 {
@@ -745,8 +854,26 @@ static void section_line(struct pstate *ps, const char *s, size_t n)
         perr(ps, ps->line, "[app] needs a name: [app NAME]");
         return;
     }
-    perr(ps, ps->line, "unknown section [%.*s] (expected daemon, redis, tls, delivery, admin or app NAME)",
-         (int)(len > 80 ? 80 : len), a);
+    if (len > 7 && memcmp(a, "tenant", 6) == 0 && (a[6] == ' ' || a[6] == '\t')) {
+        const char *nm = a + 7;
+        while (nm < b && (*nm == ' ' || *nm == '\t'))
+            nm++;
+        if (!valid_tenant_name(nm, (size_t)(b - nm))) {
+            perr(ps, ps->line, "[%.*s]: tenant name must match [a-z0-9][a-z0-9_-]{0,%d} "
+                 "(the events' tenant slug)", (int)(len > 80 ? 80 : len), a,
+                 CONFIG_TENANT_NAME_MAX - 1);
+            return;
+        }
+        ps->sect = SEC_TENANT;
+        ps->app = tenant_index(ps, nm, (size_t)(b - nm), ps->line);
+        return;
+    }
+    if (len == 6 && memcmp(a, "tenant", 6) == 0) {
+        perr(ps, ps->line, "[tenant] needs a name: [tenant NAME]");
+        return;
+    }
+    perr(ps, ps->line, "unknown section [%.*s] (expected daemon, redis, tls, delivery, admin, "
+         "app NAME or tenant NAME)", (int)(len > 80 ? 80 : len), a);
 }
 
 /* True when a "key = value" line has a separator inih will find. */
@@ -836,14 +963,18 @@ static int key_handler(void *user, const char *section, const char *name, const 
         return 1;
     }
     size_t ki = (size_t)(k - keys);
-    int *seen = ps->sect == SEC_APP ? &ps->app_seen[ps->app].line[ki] : &ps->seen[ki];
+    int *seen = ps->sect == SEC_APP      ? &ps->app_seen[ps->app].line[ki]
+                : ps->sect == SEC_TENANT ? &ps->tenant_seen[ps->app].line[ki]
+                                         : &ps->seen[ki];
     if (*seen != 0) {
         perr(ps, ps->line, "[%s] %s: duplicate key (first set on line %d)", label, k->name,
              *seen);
         return 1;
     }
     *seen = ps->line;
-    void *base = ps->sect == SEC_APP ? (void *)&ps->cfg->apps[ps->app] : (void *)ps->cfg;
+    void *base = ps->sect == SEC_APP      ? (void *)&ps->cfg->apps[ps->app]
+                 : ps->sect == SEC_TENANT ? (void *)&ps->cfg->tenants[ps->app]
+                                          : (void *)ps->cfg;
     set_value(ps, k, base, value, ps->line, label);
     return 1;
 }
@@ -970,6 +1101,55 @@ static void finish_app(struct pstate *ps, size_t idx)
     }
 }
 
+/* Defaults for the keys a tenant section left out (|seen| NULL: none set). */
+static void finish_tenant(struct pstate *ps, struct config_tenant *t, const int *seen,
+                          const char *label)
+{
+    for (size_t i = 0; i < N_KEYS && !ps->failed; i++)
+        if (keys[i].sect == SEC_TENANT && (seen == NULL || seen[i] == 0) && keys[i].def)
+            set_value(ps, &keys[i], t, keys[i].def, 0, label);
+}
+
+/* Split [redis] streams (or take stream) into the list of bulk streams. */
+static void finish_streams(struct pstate *ps)
+{
+    struct config_redis *r = &ps->cfg->redis;
+    const char *src = r->streams ? r->streams : r->stream;
+    const struct key *k = find_key(SEC_REDIS, r->streams ? "streams" : "stream");
+    int line = ps->seen[k - keys];
+    r->stream_list = xcalloc(strlen(src) / 2 + 2, sizeof *r->stream_list);
+    for (const char *p = src; !ps->failed;) {
+        size_t n = strcspn(p, ",");
+        if (n == 0 || n > 512) {
+            perr(ps, line, "[redis] %s: expected stream names separated by commas (each "
+                 "1..512 characters)", k->name);
+            return;
+        }
+        char *name = xstrndup(p, n);
+        for (size_t i = 0; i < r->n_streams; i++) {
+            if (strcmp(r->stream_list[i], name) == 0) {
+                perr(ps, line, "[redis] %s: stream \"%.80s\" is listed twice", k->name, name);
+                free(name);
+                return;
+            }
+        }
+        if (r->urgent_stream && strcmp(r->urgent_stream, name) == 0) {
+            perr(ps, line, "[redis] %s: \"%.80s\" is also the urgent_stream", k->name, name);
+            free(name);
+            return;
+        }
+        r->stream_list[r->n_streams++] = name;
+        if (p[n] == '\0')
+            break;
+        p += n + 1;
+    }
+    if (!ps->failed && r->streams && r->n_streams > 0) {
+        /* `stream` names the first one (logs, varselctl). */
+        free(r->stream);
+        r->stream = xstrdup(r->stream_list[0]);
+    }
+}
+
 static bool is_dir(const char *p)
 {
     struct stat st;
@@ -980,9 +1160,24 @@ static void finish(struct pstate *ps)
 {
     struct config *cfg = ps->cfg;
     for (size_t i = 0; i < N_KEYS && !ps->failed; i++) {
-        if (keys[i].sect == SEC_APP || ps->seen[i] != 0 || keys[i].def == NULL)
+        if (named_sect(keys[i].sect) || ps->seen[i] != 0 || keys[i].def == NULL)
             continue;
         set_value(ps, &keys[i], cfg, keys[i].def, 0, sect_names[keys[i].sect]);
+    }
+    if (ps->failed)
+        return;
+    if (ps->seen[find_key(SEC_REDIS, "stream") - keys] && cfg->redis.streams) {
+        perr(ps, ps->seen[find_key(SEC_REDIS, "streams") - keys],
+             "[redis] streams: set either stream or streams, not both");
+        return;
+    }
+    finish_streams(ps);
+    cfg->tenant_default.name = xstrdup("*");
+    finish_tenant(ps, &cfg->tenant_default, NULL, "tenant defaults");
+    for (size_t i = 0; i < cfg->n_tenants && !ps->failed; i++) {
+        char label[96];
+        finish_tenant(ps, &cfg->tenants[i], ps->tenant_seen[i].line,
+                      sect_label(ps, SEC_TENANT, i, label, sizeof label));
     }
     if (ps->failed)
         return;
@@ -1061,6 +1256,7 @@ int config_load(const char *path, struct config **out, char *err, size_t errlen)
 out:
     free(buf);
     free(ps.app_seen);
+    free(ps.tenant_seen);
     if (rc != 0) {
         config_free(cfg);
         return -1;
@@ -1069,15 +1265,16 @@ out:
     return 0;
 }
 
-/* Free the string fields |base| holds for keys of section kind |app|. */
-static void free_fields(void *base, bool app)
+/* Free the string fields |base| holds for keys of section kind |sect|
+ * (SEC_APP, SEC_TENANT, or SEC_NONE for the global sections). */
+static void free_fields(void *base, int sect)
 {
     for (size_t i = 0; i < N_KEYS; i++) {
         const struct key *k = &keys[i];
-        if ((k->sect == SEC_APP) != app)
+        if (named_sect(k->sect) ? (int)k->sect != sect : sect != SEC_NONE)
             continue;
         if (k->type == K_STRING || k->type == K_URL || k->type == K_REDIS_URL ||
-            k->type == K_FILE || k->type == K_DIR || k->type == K_LISTEN) {
+            k->type == K_FILE || k->type == K_DIR || k->type == K_LISTEN || k->type == K_TZ) {
             char **p = field_ptr(base, k);
             free(*p);
             *p = NULL;
@@ -1090,13 +1287,23 @@ void config_free(struct config *cfg)
     if (cfg == NULL)
         return;
     for (size_t i = 0; i < cfg->n_apps; i++) {
-        free_fields(&cfg->apps[i], true);
+        free_fields(&cfg->apps[i], SEC_APP);
         free(cfg->apps[i].name);
     }
     free(cfg->apps);
+    for (size_t i = 0; i < cfg->n_tenants; i++) {
+        free_fields(&cfg->tenants[i], SEC_TENANT);
+        free(cfg->tenants[i].name);
+    }
+    free(cfg->tenants);
+    free_fields(&cfg->tenant_default, SEC_TENANT);
+    free(cfg->tenant_default.name);
+    for (size_t i = 0; i < cfg->redis.n_streams; i++)
+        free(cfg->redis.stream_list[i]);
+    free(cfg->redis.stream_list);
     if (cfg->admin.token != NULL)
         explicit_bzero(cfg->admin.token, strlen(cfg->admin.token));
-    free_fields(cfg, false);
+    free_fields(cfg, SEC_NONE);
     free(cfg->redis.host);
     free(cfg->redis.user);
     if (cfg->redis.password != NULL) {
@@ -1106,6 +1313,14 @@ void config_free(struct config *cfg)
     free(cfg->path);
     free(cfg->dir);
     free(cfg);
+}
+
+const struct config_tenant *config_find_tenant(const struct config *cfg, const char *name)
+{
+    for (size_t i = 0; name && i < cfg->n_tenants; i++)
+        if (strcmp(cfg->tenants[i].name, name) == 0)
+            return &cfg->tenants[i];
+    return &cfg->tenant_default;
 }
 
 const struct config_app *config_find_app(const struct config *cfg, const char *name)
@@ -1143,7 +1358,7 @@ int config_reload_check(const struct config *old_cfg, const struct config *new_c
 {
     for (size_t i = 0; i < N_KEYS; i++) {
         const struct key *k = &keys[i];
-        if (k->sect == SEC_APP || k->reload || same_value(k, old_cfg, new_cfg))
+        if (named_sect(k->sect) || k->reload || same_value(k, old_cfg, new_cfg))
             continue;
         snprintf(err, errlen, "[%s] %s changed; restart varseld to apply it",
                  sect_names[k->sect], k->name);
@@ -1186,7 +1401,9 @@ void config_dump_keys(FILE *fp)
             snprintf(type, sizeof type, "enum(%s)", k->extra);
         else
             snprintf(type, sizeof type, "%s", type_names[k->type]);
-        fprintf(fp, "%s\t%s\t%s\t%s\t%s\t%s\n", k->sect == SEC_APP ? "app NAME" : sect_names[k->sect],
+        fprintf(fp, "%s\t%s\t%s\t%s\t%s\t%s\n",
+                k->sect == SEC_APP ? "app NAME" : k->sect == SEC_TENANT ? "tenant NAME"
+                                                                        : sect_names[k->sect],
                 k->name, type, k->def ? k->def : k->def_doc ? k->def_doc : "none",
                 k->reload ? "reload" : "restart", k->desc);
     }

@@ -22,13 +22,15 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#define CONFIG_APP_NAME_MAX 64 /* [app NAME]: [A-Za-z0-9._-]{1,64} */
+#define CONFIG_APP_NAME_MAX 64
+#define CONFIG_TENANT_NAME_MAX 64 /* [tenant NAME]: the tenant slug of events */ /* [app NAME]: [A-Za-z0-9._-]{1,64} */
 
 struct config_daemon {
     int log_level;              /* enum log_level (common/log.h); reload-safe */
     int log_format;             /* enum log_format (common/log.h): text, json; reload-safe */
     char *templates_dir;        /* directory of nb/nn/en templates */
     int64_t shutdown_timeout_ms;/* SIGTERM drain limit */
+    int64_t token_max_age_days; /* prune devices not re-registered this long; 0 = never */
 };
 
 struct config_redis {
@@ -39,6 +41,10 @@ struct config_redis {
     char *password;             /* NULL when absent; never log it */
     int db;                     /* SELECT index, 0 when absent */
     char *stream;               /* event stream key, used as written */
+    char *streams;              /* as written: comma-separated list, NULL = |stream| */
+    char **stream_list;         /* the bulk streams to consume (>= 1), owned */
+    size_t n_streams;
+    char *urgent_stream;        /* served first on its own connection; "" = none */
     char *group;                /* consumer group */
     char *consumer;             /* consumer name (default: host name) */
     int64_t claim_idle_ms;      /* XAUTOCLAIM entries idle this long */
@@ -48,6 +54,7 @@ struct config_redis {
     int64_t status_ttl_s;       /* TTL of per-event status hashes */
     int64_t receipts_maxlen;    /* MAXLEN ~ of the receipts stream */
     int64_t dead_maxlen;        /* MAXLEN ~ of the dead-letter stream */
+    int64_t escalations_maxlen; /* MAXLEN ~ of the escalations stream */
     int64_t trim_interval_ms;   /* XTRIM MINID of the events stream, 0 = never */
 };
 
@@ -95,6 +102,18 @@ struct config_app {
     int64_t retry_max_attempts; /* attempts per delivery, first one included */
 };
 
+/* [tenant NAME]: how one municipality's notifications look and behave.
+ * Tenants without a section get the defaults (config->tenant_default). */
+struct config_tenant {
+    char *name;                 /* the events' `tenant` slug; "*" for the defaults */
+    int line;                   /* line of the section header, 0 for the defaults */
+    int default_locale;         /* 0 nb, 1 nn, 2 en: when a device has no locale */
+    bool message_preview;       /* message.new may show the preview text */
+    char *timezone;             /* IANA zone name, e.g. Europe/Oslo */
+    int64_t school_day_end_min; /* minutes after local midnight; absence.alert expiry */
+    int64_t escalate_after_s;   /* absence.alert with no device sent this long: escalate */
+};
+
 struct config {
     char *path;                 /* the file as given to config_load */
     char *dir;                  /* absolute directory of the file */
@@ -105,6 +124,9 @@ struct config {
     struct config_admin admin;
     struct config_app *apps;    /* owned array, in file order */
     size_t n_apps;              /* >= 1 */
+    struct config_tenant *tenants; /* owned array, in file order (may be empty) */
+    size_t n_tenants;
+    struct config_tenant tenant_default; /* for tenants without a section */
 };
 
 /* A parsed http(s) URL, for the provider endpoints. */
@@ -130,6 +152,12 @@ void config_free(struct config *cfg);
 
 /* The [app NAME] section called |name|, or NULL. */
 const struct config_app *config_find_app(const struct config *cfg, const char *name);
+
+/* The [tenant NAME] of |name|, or the defaults when it has no section. */
+const struct config_tenant *config_find_tenant(const struct config *cfg, const char *name);
+
+/* The locale names of config_tenant.default_locale, by index. */
+extern const char *const config_locales[3];
 
 /*
  * Can |new_cfg| replace |old_cfg| on SIGHUP? Returns 0 when only reload-safe

@@ -62,6 +62,8 @@ struct delivery {
     char collapse_id[65];
     int priority;
     int64_t expiration;
+    int64_t hold_until_ms;        /* quiet hours: held until then */
+    bool muted;                   /* the guardian muted the type */
     const char *build_error;      /* set when it cannot be sent */
     /* outcome */
     const char *status;
@@ -227,8 +229,12 @@ static void build_body(struct delivery *d, const struct event *ev, int badge,
 
 struct delivery *delivery_new(struct delivery_ctx *ctx, void *owner, const struct event *ev,
                               int64_t publish_ms, const char *user, int badge,
-                              const struct registry_device *dev)
+                              const struct registry_device *dev,
+                              const struct delivery_opts *o)
 {
+    static const struct delivery_opts defaults = { 0 };
+    if (o == NULL)
+        o = &defaults;
     const char *ids[9] = { ev->tenant, ev->id, event_type_name(ev->type), user,
                            dev->device, dev->platform, dev->app, dev->token,
                            dev->environment ? dev->environment : "production" };
@@ -236,8 +242,11 @@ struct delivery *delivery_new(struct delivery_ctx *ctx, void *owner, const struc
     d->attempt = 1;
     d->publish_ms = publish_ms;
     int64_t ttl = ev->ttl_s >= 0 ? ev->ttl_s : delivery_default_ttl_s(ev->type);
-    d->deadline_ms = publish_ms + ttl * 1000;
+    d->deadline_ms = ev->ttl_s < 0 && o->deadline_ms > 0 ? o->deadline_ms
+                                                         : publish_ms + ttl * 1000;
     d->expiration = d->deadline_ms / 1000;
+    d->hold_until_ms = o->hold_until_ms;
+    d->muted = o->muted;
     d->priority = apns_priority(ev);
     collapse_id(ev->id, d->collapse_id);
     char name[600];
@@ -252,9 +261,12 @@ struct delivery *delivery_new(struct delivery_ctx *ctx, void *owner, const struc
         d->build_error = "app has no credentials for this platform";
         return d;
     }
+    if (d->muted)
+        return d; /* never sent: nothing to render */
     char *title = NULL, *text = NULL;
-    const char *locale = templates_resolve_locale(dev->locale, NULL);
-    if (templates_render(ctx->templates, ev, locale, &title, &text) != 0) {
+    const char *locale = templates_resolve_locale(dev->locale, o->default_locale);
+    if (templates_render_opts(ctx->templates, ev, locale,
+                              o->preview && ev->type == EVENT_MESSAGE_NEW, &title, &text) != 0) {
         d->build_error = "template rendering failed";
         return d;
     }
@@ -333,6 +345,24 @@ static void on_push_done(const struct push_result *r, void *user);
 void delivery_start(struct delivery *d)
 {
     struct delivery_ctx *ctx = d->ctx;
+    if (d->muted) {
+        memset(&d->res, 0, sizeof d->res);
+        d->res.token_timestamp_ms = -1;
+        snprintf(d->res.reason, sizeof d->res.reason, "muted by the guardian");
+        settle_as(d, "muted", SETTLE_FINAL);
+        return;
+    }
+    if (!d->build_error && d->hold_until_ms > now_ms()) {
+        /* Quiet hours: kept in the durable schedule like a retry, sent when
+         * they end (attempt 0, so the send is attempt 1). */
+        memset(&d->res, 0, sizeof d->res);
+        d->res.token_timestamp_ms = -1;
+        snprintf(d->res.reason, sizeof d->res.reason, "quiet hours");
+        d->attempt = 0;
+        d->due_ms = d->hold_until_ms;
+        settle_as(d, "held", SETTLE_RETRY);
+        return;
+    }
     if (!d->build_error && now_ms() >= d->deadline_ms) {
         /* Read (or retried) after its useful life: sending it now would
          * tell a guardian something stale. */
@@ -533,7 +563,7 @@ static void on_settled(redisAsyncContext *ac, void *reply_, void *priv)
     d->settled = true;
     stats_delivery(d->app_name, d->platform, d->tenant, d->status);
     if (d->mode == SETTLE_RETRY) {
-        const char *v[] = { "scheduled" };
+        const char *v[] = { strcmp(d->status, "held") == 0 ? "held" : "scheduled" };
         stats_add(STATS_RETRIES, v, 1);
     }
     if (d->mode == SETTLE_GIVE_UP) {

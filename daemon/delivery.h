@@ -69,14 +69,26 @@ void delivery_ctx_abandon(struct delivery_ctx *ctx);
 /* Number of settlements waiting for Redis. */
 size_t delivery_ctx_unwritten(const struct delivery_ctx *ctx);
 
+/* What the tenant and the guardian's preferences decide for one delivery. */
+struct delivery_opts {
+    const char *default_locale;  /* tenant's, for devices without a locale (NULL: nb) */
+    bool preview;                /* the tenant shows message previews */
+    int64_t deadline_ms;         /* > 0: overrides the TTL (absence.alert: end of
+                                    the school day) */
+    int64_t hold_until_ms;       /* > 0: quiet hours; held (durably) until then */
+    bool muted;                  /* the guardian muted this type: not sent */
+};
+
 /*
  * Build the delivery of |ev| (published at |publish_ms|) to |user|'s device
- * |dev| (copied); |badge| is the recipient's unread count or -1. Rendering or size problems do not fail here: the
+ * |dev| (copied); |badge| is the recipient's unread count or -1; |o| may be
+ * NULL (defaults). Rendering or size problems do not fail here: the
  * delivery then settles as "failed" with the reason when started.
  */
 struct delivery *delivery_new(struct delivery_ctx *ctx, void *owner, const struct event *ev,
                               int64_t publish_ms, const char *user, int badge,
-                              const struct registry_device *dev);
+                              const struct registry_device *dev,
+                              const struct delivery_opts *o);
 
 /* Send it (or settle it at once when it cannot be sent). */
 void delivery_start(struct delivery *d);

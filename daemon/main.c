@@ -505,6 +505,16 @@ static bool reload_config(struct daemon *d)
     d->templates = t;
     d->cfg->daemon.log_level = nc->daemon.log_level;
     d->cfg->daemon.log_format = nc->daemon.log_format;
+    /* Tenant settings apply from the next delivery on: swap them in (the
+     * pipeline looks tenants up per event and keeps no pointer). */
+    struct config_tenant *tt = d->cfg->tenants, td = d->cfg->tenant_default;
+    size_t tn = d->cfg->n_tenants;
+    d->cfg->tenants = nc->tenants;
+    d->cfg->n_tenants = nc->n_tenants;
+    d->cfg->tenant_default = nc->tenant_default;
+    nc->tenants = tt;
+    nc->n_tenants = tn;
+    nc->tenant_default = td;
     config_free(nc);
     log_info("daemon", "configuration reloaded");
     return true;
@@ -634,7 +644,7 @@ static void start_admin(struct daemon *d, const struct pipeline_config *pc)
         .port = ac->port,
         .token = ac->token,
         .redis = pc->redis,
-        .stream = pc->stream,
+        .stream = pc->streams[0],
         .group = pc->group,
         .prefix = pc->prefix,
         .apps = d->apps,
@@ -706,7 +716,9 @@ int main(int argc, char **argv)
     struct pipeline_config pc = {
         .redis = { .name = "redis", .host = r->host, .port = r->port, .user = r->user,
                    .password = r->password, .db = r->db },
-        .stream = r->stream,
+        .streams = (const char *const *)r->stream_list,
+        .n_streams = r->n_streams,
+        .urgent_stream = r->urgent_stream,
         .group = r->group,
         .consumer = r->consumer,
         .prefix = r->prefix,
@@ -716,6 +728,8 @@ int main(int argc, char **argv)
         .status_ttl_s = (int)r->status_ttl_s,
         .receipts_maxlen = (long)r->receipts_maxlen,
         .dead_maxlen = (long)r->dead_maxlen,
+        .escalations_maxlen = (long)r->escalations_maxlen,
+        .token_max_age_ms = d.cfg->daemon.token_max_age_days * 86400000LL,
         .trim_interval_ms = r->trim_interval_ms,
         .inflight_window = (size_t)d.cfg->delivery.inflight_window,
         .retry_base_ms = d.cfg->delivery.retry_base_ms,
@@ -724,6 +738,7 @@ int main(int argc, char **argv)
         .apps = d.apps,
         .n_apps = d.cfg->n_apps,
         .templates = d.templates,
+        .config = d.cfg,
     };
     stats_init(VARSEL_VERSION);
     stats_add_collector(collect_clients, &d);

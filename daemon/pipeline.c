@@ -29,10 +29,14 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "common/tz.h"
 #include "common/util.h"
+#include "config/config.h"
 #include "daemon/delivery.h"
 #include "daemon/stats.h"
+#include "queue/escalation.h"
 #include "queue/event.h"
+#include "queue/guardian.h"
 #include "queue/receipts.h"
 #include "queue/registry.h"
 #include "queue/stream.h"
@@ -45,8 +49,44 @@
  * being replayed forever. */
 #define POISON_DELIVERIES 20
 #define POISON_SCAN_MAX 10000
+#define HOUSEKEEPING_MS 1000   /* escalation checks and the device age sweep */
+#define PRUNE_EVERY_MS (3600 * 1000)
+#define PRUNE_BATCH 200
+/* An absence alert published after the end of its school day still gets
+ * this long to reach a phone. */
+#define ALERT_MIN_LIFE_MS (3600 * 1000)
 
 struct job;
+struct pipeline;
+
+/* One stream the group consumes, and this consumer's state on it. */
+struct pl_stream {
+    char *key;
+    bool urgent;                 /* [redis] urgent_stream */
+    bool group_ready, group_creating;
+    bool history;                /* re-reading own pending entries */
+    char history_id[64];
+    bool poison_scanned;         /* own pending entries' delivery counts known */
+    bool poison_scanning;
+    char **poison;               /* sorted ids delivered >= POISON_DELIVERIES times */
+    size_t n_poison;
+    char claim_cursor[64];
+    bool claiming;
+    struct pipeline *pl;
+};
+
+/*
+ * One XREADGROUP connection: "read" for the bulk streams, "urgent" for the
+ * urgent stream. Urgent events have their own connection so that a full
+ * in-flight window (a large fan-out) never delays reading them.
+ */
+struct reader {
+    struct pipeline *pl;
+    struct redis_conn *conn;
+    bool urgent;
+    bool reading;
+    size_t first, n;             /* its streams: pl->streams[first .. first+n) */
+};
 
 enum job_stage { JOB_NEW, JOB_SENDING, JOB_ACKING, JOB_DONE };
 
@@ -54,6 +94,8 @@ struct job {
     struct pipeline *pl;
     struct job *prev, *next;
     struct stream_entry entry;
+    struct pl_stream *src;       /* the stream it came from */
+    bool urgent;                 /* from the urgent stream: jumps the queues */
     struct event *ev;
     enum job_stage stage;
     int refs;                    /* outstanding callbacks that reference it */
@@ -68,6 +110,16 @@ struct job {
     size_t n_final;
     struct registry_device **devs; /* per slice user: its devices */
     size_t *n_devs;
+    struct guardian_prefs *prefs;  /* per slice user: preferences (none: -1s) */
+    /* the tenant's settings, copied at expansion (a reload may free them) */
+    const char *default_locale;  /* static */
+    bool preview;
+    char timezone[72];
+    int school_day_end_min;
+    int64_t escalate_after_s;
+    int64_t alert_deadline_ms;   /* absence.alert: end of the school day, else 0 */
+    int local_min;               /* minute of the local day at expansion, -1 unknown */
+    bool escalation;             /* absence.alert: an escalation check is scheduled */
     /* deliveries */
     size_t outstanding;          /* created, not yet done */
     size_t n_created;
@@ -81,23 +133,23 @@ struct pipeline {
     uv_loop_t *loop;
     struct pipeline_config cfg;
     char *dead_stream;
-    struct redis_conn *rd, *cmd;
-    bool group_ready, group_creating;
-    bool reading;
-    bool history;                /* reading own pending entries */
-    bool poison_scanned;         /* own pending entries' delivery counts known */
-    bool poison_scanning;
-    char **poison;               /* sorted ids delivered >= POISON_DELIVERIES times */
-    size_t n_poison;
-    char history_id[64];
+    struct redis_conn *cmd;
+    struct pl_stream *streams;   /* bulk streams first, then the urgent one */
+    size_t n_streams;
+    struct reader bulk, urg;     /* urg.conn is NULL without an urgent stream */
+    size_t claim_next;           /* stream whose idle entries are claimed next */
+    size_t n_urgent_jobs;
     bool stopping, closed;
     struct job *jobs;            /* list of active jobs */
     struct job *wait_head, *wait_tail; /* jobs waiting for room in the window */
     size_t n_jobs;
     struct delivery_ctx dctx;    /* deliveries, settlement, retries */
-    uv_timer_t claim_timer, stop_timer;
-    char claim_cursor[64];
-    bool claiming;
+    uv_timer_t claim_timer, stop_timer, house_timer;
+    bool escalating;             /* a due-escalation run is outstanding */
+    bool pruning;                /* a sweep step is outstanding */
+    bool prune_active;           /* a sweep holds the lock and is running */
+    char prune_cursor[32];
+    uint64_t last_prune_ms;
     uint32_t stop_waited_ms, stop_timeout_ms;
     uint64_t last_trim_ms, last_poll_ms;
     void (*stop_done)(void *);
@@ -108,25 +160,30 @@ struct pipeline {
 
 static void maybe_read(struct pipeline *pl);
 static void job_release(struct job *j);
+static size_t window_of(const struct pipeline *pl, bool urgent);
 static void job_check_done(struct job *j);
 static void job_send_slice(struct job *j);
 static void pipeline_resume(struct pipeline *pl);
-static bool is_poison(const struct pipeline *pl, const char *id);
+static bool is_poison(const struct pl_stream *st, const char *id);
 
 /* ---- jobs ------------------------------------------------------------- */
 
-static struct job *job_find(struct pipeline *pl, const char *id)
+static struct job *job_find(struct pipeline *pl, const struct pl_stream *src, const char *id)
 {
     for (struct job *j = pl->jobs; j; j = j->next)
-        if (strcmp(j->entry.id, id) == 0)
+        if (j->src == src && strcmp(j->entry.id, id) == 0)
             return j;
     return NULL;
 }
 
-static struct job *job_new(struct pipeline *pl, struct stream_entry *e)
+static struct job *job_new(struct pipeline *pl, struct pl_stream *src, struct stream_entry *e)
 {
     struct job *j = xcalloc(1, sizeof *j);
     j->pl = pl;
+    j->src = src;
+    j->urgent = src->urgent;
+    if (j->urgent)
+        pl->n_urgent_jobs++;
     j->entry = *e;            /* takes ownership */
     memset(e, 0, sizeof *e);
     j->next = pl->jobs;
@@ -165,6 +222,8 @@ static void job_free(struct job *j)
     if (j->next)
         j->next->prev = j->prev;
     pl->n_jobs--;
+    if (j->urgent)
+        pl->n_urgent_jobs--;
     for (size_t i = 0; i < j->n_final; i++)
         free(j->final_keys[i]);
     free(j->final_keys);
@@ -177,6 +236,7 @@ static void job_free(struct job *j)
     }
     free(j->devs);
     free(j->n_devs);
+    free(j->prefs);
     free(j->users);
     event_free(j->ev);
     stream_entry_free(&j->entry);
@@ -222,7 +282,7 @@ static void job_ack(struct job *j)
 {
     struct pipeline *pl = j->pl;
     j->stage = JOB_ACKING;
-    if (stream_ack(pl->cmd, pl->cfg.stream, pl->cfg.group, j->entry.id, on_ack, j) == 0)
+    if (stream_ack(pl->cmd, j->src->key, pl->cfg.group, j->entry.id, on_ack, j) == 0)
         j->refs++;
     else
         job_release(j);
@@ -249,7 +309,7 @@ static void job_dead_letter(struct job *j, const char *code, const char *reason)
     stats_add(STATS_DEAD_LETTERS, v, 1);
     log_warn_kv("pipeline", LOG_KV("entry", j->entry.id, "code", code),
                 "dead letter %s: %s: %s", j->entry.id, code, reason);
-    if (stream_dead_letter(pl->cmd, pl->dead_stream, pl->cfg.dead_maxlen, pl->cfg.stream,
+    if (stream_dead_letter(pl->cmd, pl->dead_stream, pl->cfg.dead_maxlen, j->src->key,
                            pl->cfg.consumer, &j->entry, code, reason,
                            on_dead_written, j) == 0)
         j->refs++;
@@ -272,10 +332,27 @@ static void on_registry_applied(redisAsyncContext *ac, void *r, void *priv)
         job_dead_letter(j, "registry_error", reason);
         return;
     }
-    log_info("registry", "%s %s/%s device %s: %s", event_type_name(j->ev->type),
-             j->ev->tenant, j->ev->user, j->ev->device,
+    log_info("registry", "%s %s/%s%s%s: %s", event_type_name(j->ev->type),
+             j->ev->tenant, j->ev->user, j->ev->device ? " device " : "",
+             j->ev->device ? j->ev->device : "",
              reply->type == REDIS_REPLY_STRING ? reply->str : "?");
     job_ack(j);
+}
+
+static void on_erased(int rc, size_t removed, void *arg)
+{
+    struct job *j = arg;
+    j->refs--;
+    if (rc == 0 && !j->pl->closed) {
+        const char *v[] = { j->ev->tenant };
+        stats_add(STATS_ERASURES, v, 1);
+        log_info_kv("registry", LOG_KV("tenant", j->ev->tenant, "user", j->ev->user),
+                    "user.erase %s/%s: %zu records removed", j->ev->tenant, j->ev->user,
+                    removed);
+        job_ack(j);
+    } else {
+        job_release(j); /* stays pending; erasing again is harmless */
+    }
 }
 
 static void on_opened_written(redisAsyncContext *ac, void *r, void *priv)
@@ -356,6 +433,11 @@ static void on_devices(redisAsyncContext *ac, void *r, void *priv)
             redisReply *f = reply->element[2 * i], *v = reply->element[2 * i + 1];
             if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING)
                 continue;
+            if (f->len == sizeof GUARDIAN_PREFS_FIELD - 1 &&
+                memcmp(f->str, GUARDIAN_PREFS_FIELD, f->len) == 0) {
+                guardian_prefs_parse(v->str, v->len, &j->prefs[u]);
+                continue;
+            }
             char *dev = xstrndup(f->str, f->len);
             if (registry_device_parse(dev, v->str, v->len, &j->devs[u][j->n_devs[u]]) == 0)
                 j->n_devs[u]++;
@@ -392,16 +474,28 @@ static void job_next_slice(struct job *j)
     }
     if (j->in_send)
         return; /* job_send_slice calls again when its loop is done */
-    size_t window = pl->cfg.inflight_window, active = pl->dctx.active;
+    size_t window = window_of(pl, j->urgent), active = pl->dctx.active;
     if (active >= window) {
-        /* Wait for room: resumed by pipeline_resume when deliveries end. */
+        /* Wait for room: resumed by pipeline_resume when deliveries end.
+         * Urgent jobs queue ahead of every bulk job. */
         if (!j->waiting) {
             j->waiting = true;
-            if (pl->wait_tail)
-                pl->wait_tail->wnext = j;
+            struct job **pp = &pl->wait_head, *prev = NULL;
+            if (j->urgent)
+                while (*pp && (*pp)->urgent) {
+                    prev = *pp;
+                    pp = &(*pp)->wnext;
+                }
             else
-                pl->wait_head = j;
-            pl->wait_tail = j;
+                while (*pp) {
+                    prev = *pp;
+                    pp = &(*pp)->wnext;
+                }
+            j->wnext = *pp;
+            *pp = j;
+            if (j->wnext == NULL)
+                pl->wait_tail = j;
+            (void)prev;
         }
         return;
     }
@@ -415,6 +509,8 @@ static void job_next_slice(struct job *j)
     j->slice_replies = 0;
     j->next_user += n;
     memset(j->n_devs, 0, SLICE_USERS * sizeof *j->n_devs);
+    for (size_t i = 0; i < SLICE_USERS; i++)
+        j->prefs[i] = (struct guardian_prefs){ 0, -1, -1 };
     j->slice_busy = true;
     for (size_t i = 0; i < n; i++) {
         if (registry_lookup(pl->cmd, pl->cfg.prefix, j->ev->tenant,
@@ -430,6 +526,81 @@ static void job_next_slice(struct job *j)
         j->slice_busy = false;
         job_check_done(j);
     }
+}
+
+/* Copy what the tenant's section says about this event into the job. */
+static void job_tenant_settings(struct job *j)
+{
+    const struct event *ev = j->ev;
+    const struct config_tenant *t = j->pl->cfg.config
+        ? config_find_tenant(j->pl->cfg.config, ev->tenant) : NULL;
+    j->local_min = -1;
+    if (t == NULL) {
+        j->default_locale = "nb";
+        snprintf(j->timezone, sizeof j->timezone, "Europe/Oslo");
+        j->school_day_end_min = 16 * 60;
+        j->escalate_after_s = 300;
+    } else {
+        j->default_locale = config_locales[t->default_locale];
+        j->preview = t->message_preview;
+        snprintf(j->timezone, sizeof j->timezone, "%s", t->timezone);
+        j->school_day_end_min = (int)t->school_day_end_min;
+        j->escalate_after_s = t->escalate_after_s;
+    }
+    int64_t now = now_ms();
+    struct tm lt;
+    if (tz_local(j->timezone, now / 1000, &lt) == 0)
+        j->local_min = lt.tm_hour * 60 + lt.tm_min;
+    if (ev->type == EVENT_ABSENCE_ALERT) {
+        /* Worth delivering until the end of that school day, local time. */
+        const char *date = event_field(ev, "date");
+        int y = 0, m = 0, d = 0;
+        int64_t end = -1;
+        if (date && sscanf(date, "%4d-%2d-%2d", &y, &m, &d) == 3)
+            end = tz_instant(j->timezone, y, m, d, j->school_day_end_min);
+        int64_t floor_ms = j->entry.ms + ALERT_MIN_LIFE_MS;
+        j->alert_deadline_ms = end > 0 && end * 1000 > floor_ms ? end * 1000 : floor_ms;
+    }
+}
+
+static void on_escalation_scheduled(redisAsyncContext *ac, void *r, void *priv)
+{
+    struct job *j = priv;
+    redisReply *reply = r;
+    j->refs--;
+    if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+        if (reply && !j->pl->closed)
+            log_warn("pipeline", "scheduling the escalation check of %s/%s failed: %s",
+                     j->ev->tenant, j->ev->id, reply->str);
+        j->redis_failed = true; /* not acked: a replay schedules it again */
+    }
+    job_check_done(j);
+}
+
+/*
+ * absence.alert: schedule the escalation check before anything is sent, so
+ * it is durable before the entry can be acknowledged. Returns false when
+ * the job was released.
+ */
+static bool job_schedule_escalation(struct job *j)
+{
+    struct pipeline *pl = j->pl;
+    const struct event *ev = j->ev;
+    const char **users = xcalloc(ev->n_recipients ? ev->n_recipients : 1, sizeof *users);
+    for (size_t i = 0; i < ev->n_recipients; i++)
+        users[i] = ev->recipients[i].user;
+    int rc = escalation_schedule(pl->cmd, pl->cfg.prefix, ev->tenant, ev->id,
+                                 event_field(ev, "student"), users, ev->n_recipients,
+                                 now_ms() + j->escalate_after_s * 1000,
+                                 on_escalation_scheduled, j);
+    free(users);
+    if (rc != 0) {
+        job_release(j);
+        return false;
+    }
+    j->refs++;
+    j->escalation = true;
+    return true;
 }
 
 static void job_expand(struct job *j)
@@ -453,6 +624,10 @@ static void job_expand(struct job *j)
     j->n_users = w;
     j->devs = xcalloc(SLICE_USERS, sizeof *j->devs);
     j->n_devs = xcalloc(SLICE_USERS, sizeof *j->n_devs);
+    j->prefs = xcalloc(SLICE_USERS, sizeof *j->prefs);
+    job_tenant_settings(j);
+    if (ev->type == EVENT_ABSENCE_ALERT && !job_schedule_escalation(j))
+        return;
     log_info_kv("pipeline", LOG_KV("tenant", ev->tenant, "event", ev->id,
                                    "type", event_type_name(ev->type), "entry", j->entry.id),
                 "event %s/%s %s (%s): %zu recipients", ev->tenant, ev->id,
@@ -466,6 +641,29 @@ static void job_expand(struct job *j)
 
 /* ---- delivery ---------------------------------------------------------- */
 
+/* The tenant's settings and one guardian's preferences for this event. */
+static void job_delivery_opts(struct job *j, const struct guardian_prefs *p,
+                              struct delivery_opts *o)
+{
+    const struct event *ev = j->ev;
+    memset(o, 0, sizeof *o);
+    o->default_locale = j->default_locale;
+    o->preview = j->preview;
+    o->deadline_ms = j->alert_deadline_ms;
+    /* An unreported absence is urgent: never muted, never held. */
+    if (ev->type == EVENT_ABSENCE_ALERT)
+        return;
+    if (p->muted_mask & (1u << ev->type)) {
+        o->muted = true;
+        return;
+    }
+    if (j->local_min >= 0 && guardian_in_quiet_hours(p, j->local_min)) {
+        int64_t until = tz_next_minute(j->timezone, now_ms() / 1000, p->quiet_end_min);
+        if (until > 0)
+            o->hold_until_ms = until * 1000;
+    }
+}
+
 static void job_send_slice(struct job *j)
 {
     struct pipeline *pl = j->pl;
@@ -476,6 +674,8 @@ static void job_send_slice(struct job *j)
     j->in_send = true;
     for (size_t u = 0; u < j->slice_len; u++) {
         const struct event_recipient *rc = &j->users[j->slice_base + u];
+        struct delivery_opts opts;
+        job_delivery_opts(j, &j->prefs[u], &opts);
         for (size_t k = 0; k < j->n_devs[u]; k++) {
             struct registry_device *rd = &j->devs[u][k];
             if (is_settled(j, rc->user, rd->device)) {
@@ -483,7 +683,7 @@ static void job_send_slice(struct job *j)
                 continue;
             }
             struct delivery *d = delivery_new(&pl->dctx, j, ev, j->entry.ms, rc->user,
-                                              rc->badge, rd);
+                                              rc->badge, rd, &opts);
             created++;
             j->outstanding++;
             j->refs++;
@@ -535,7 +735,8 @@ static void on_delivery_done(struct delivery *d, void *arg)
 /* Room in the window: let waiting jobs expand their next slice, then read. */
 static void pipeline_resume(struct pipeline *pl)
 {
-    while (!pl->closed && pl->wait_head && pl->dctx.active < pl->cfg.inflight_window) {
+    while (!pl->closed && pl->wait_head &&
+           pl->dctx.active < window_of(pl, pl->wait_head->urgent)) {
         struct job *j = pl->wait_head;
         wait_remove(pl, j);
         job_next_slice(j);
@@ -547,6 +748,25 @@ static void pipeline_resume(struct pipeline *pl)
 static void on_room(void *arg)
 {
     pipeline_resume(arg);
+}
+
+static void on_escalation_checked(redisAsyncContext *ac, void *r, void *priv)
+{
+    struct job *j = priv;
+    redisReply *reply = r;
+    j->refs--;
+    if (reply && reply->type == REDIS_REPLY_STRING) {
+        const char *v[] = { j->ev->tenant, reply->str };
+        stats_add(STATS_ESCALATIONS, v, 1);
+        log_warn_kv("pipeline", LOG_KV("tenant", j->ev->tenant, "event", j->ev->id,
+                                       "why", reply->str),
+                    "absence alert %s/%s escalated: %s", j->ev->tenant, j->ev->id, reply->str);
+    }
+    /* Whatever the answer, the scheduled check still covers the alert. */
+    if (j->pl->closed)
+        job_release(j);
+    else
+        job_ack(j);
 }
 
 static void job_check_done(struct job *j)
@@ -570,19 +790,29 @@ static void job_check_done(struct job *j)
     if (j->next_user >= j->n_users && j->outstanding == 0 && !j->slice_busy) {
         log_info("pipeline", "event %s/%s done: %zu deliveries", j->ev->tenant, j->ev->id,
                  j->n_created);
+        if (j->escalation) {
+            /* Nobody reachable: escalate now rather than when the time is up. */
+            j->escalation = false;
+            if (escalation_check_now(pl->cmd, pl->cfg.prefix, j->ev->tenant, j->ev->id,
+                                     pl->cfg.escalations_maxlen, now_ms(),
+                                     on_escalation_checked, j) == 0) {
+                j->refs++;
+                return;
+            }
+        }
         job_ack(j);
     }
 }
 
 /* ---- intake ------------------------------------------------------------ */
 
-static void job_start(struct pipeline *pl, struct stream_entry *e)
+static void job_start(struct pipeline *pl, struct pl_stream *src, struct stream_entry *e)
 {
-    if (job_find(pl, e->id)) {
+    if (job_find(pl, src, e->id)) {
         stream_entry_free(e);
         return; /* already being worked on here */
     }
-    struct job *j = job_new(pl, e);
+    struct job *j = job_new(pl, src, e);
     pl->st.events++;
     if (j->entry.n_fields == 0) {
         /* Deleted from the stream while pending: nothing to deliver. */
@@ -590,7 +820,7 @@ static void job_start(struct pipeline *pl, struct stream_entry *e)
         job_ack(j);
         return;
     }
-    if (is_poison(pl, j->entry.id)) {
+    if (is_poison(src, j->entry.id)) {
         char why[160];
         snprintf(why, sizeof why, "delivered %d times or more without being settled (the "
                  "daemon may crash or hang on it); replay it with varselctl once fixed",
@@ -617,6 +847,20 @@ static void job_start(struct pipeline *pl, struct stream_entry *e)
         else
             job_release(j);
         return;
+    case EVENT_PREFERENCES_SET:
+        if (guardian_set_prefs(pl->cmd, pl->cfg.prefix, j->ev, on_registry_applied, j) == 0)
+            j->refs++;
+        else
+            job_release(j);
+        return;
+    case EVENT_USER_ERASE:
+        j->refs++;
+        if (guardian_erase_start(pl->cmd, pl->cfg.prefix, j->ev->tenant, j->ev->user,
+                                 j->ev->occurred_at_ms, on_erased, j) != 0) {
+            j->refs--;
+            job_release(j);
+        }
+        return;
     case EVENT_RECEIPT_OPENED: {
         int64_t now = now_ms();
         struct receipt r = {
@@ -637,26 +881,35 @@ static void job_start(struct pipeline *pl, struct stream_entry *e)
     }
 }
 
-static void start_entries(struct pipeline *pl, const redisReply *arr, char *last_id,
-                          size_t last_len, size_t *count)
+static void start_entries(struct pipeline *pl, struct pl_stream *st, const redisReply *arr,
+                          size_t *count)
 {
     struct stream_entry *v;
     size_t n = stream_parse_entries(arr, &v);
     *count = n;
-    if (n && last_id)
-        snprintf(last_id, last_len, "%s", v[n - 1].id);
+    if (n && st->history)
+        snprintf(st->history_id, sizeof st->history_id, "%s", v[n - 1].id);
     for (size_t i = 0; i < n; i++)
-        job_start(pl, &v[i]);
+        job_start(pl, st, &v[i]);
     free(v);
 }
 
-static void create_group(struct pipeline *pl);
+static void create_groups(struct pipeline *pl);
+
+static struct pl_stream *stream_by_key(struct pipeline *pl, const char *key, size_t len)
+{
+    for (size_t i = 0; i < pl->n_streams; i++)
+        if (strlen(pl->streams[i].key) == len && memcmp(pl->streams[i].key, key, len) == 0)
+            return &pl->streams[i];
+    return NULL;
+}
 
 static void on_read(redisAsyncContext *ac, void *r, void *priv)
 {
-    struct pipeline *pl = priv;
+    struct reader *rd = priv;
+    struct pipeline *pl = rd->pl;
     redisReply *reply = r;
-    pl->reading = false;
+    rd->reading = false;
     if (pl->closed)
         return;
     if (reply == NULL)
@@ -664,54 +917,86 @@ static void on_read(redisAsyncContext *ac, void *r, void *priv)
     if (reply->type == REDIS_REPLY_ERROR) {
         log_warn("pipeline", "XREADGROUP: %s", reply->str);
         if (strncmp(reply->str, "NOGROUP", 7) == 0) {
-            pl->group_ready = false;
-            create_group(pl);
+            for (size_t i = 0; i < rd->n; i++)
+                pl->streams[rd->first + i].group_ready = false;
+            create_groups(pl);
         }
         return;
     }
     if (pl->stopping)
         return; /* entries read now stay pending for the next start */
-    size_t n = 0;
-    if (reply->type == REDIS_REPLY_ARRAY && reply->elements > 0) {
-        const redisReply *s = reply->element[0];
-        if (s->type == REDIS_REPLY_ARRAY && s->elements == 2)
-            start_entries(pl, s->element[1], pl->history ? pl->history_id : NULL,
-                          sizeof pl->history_id, &n);
+    /* One [stream, entries] pair per stream with something (history reads
+     * answer for every stream asked, possibly with no entries). */
+    size_t got[8] = { 0 };
+    bool answered[8] = { false };
+    if (reply->type == REDIS_REPLY_ARRAY) {
+        for (size_t i = 0; i < reply->elements; i++) {
+            const redisReply *s = reply->element[i];
+            if (s->type != REDIS_REPLY_ARRAY || s->elements != 2 ||
+                s->element[0]->type != REDIS_REPLY_STRING)
+                continue;
+            struct pl_stream *st = stream_by_key(pl, s->element[0]->str, s->element[0]->len);
+            if (st == NULL)
+                continue;
+            size_t n = 0, k = (size_t)(st - pl->streams) - rd->first;
+            start_entries(pl, st, s->element[1], &n);
+            if (k < 8) {
+                got[k] += n;
+                answered[k] = true;
+            }
+        }
     }
-    if (pl->history && n == 0) {
-        pl->history = false;
-        log_info("pipeline", "own pending entries done; reading new entries");
+    for (size_t k = 0; k < rd->n && k < 8; k++) {
+        struct pl_stream *st = &pl->streams[rd->first + k];
+        if (st->history && got[k] == 0 && (answered[k] || reply->type != REDIS_REPLY_ARRAY ||
+                                           reply->elements == 0)) {
+            st->history = false;
+            log_info("pipeline", "own pending entries of %s done; reading new entries", st->key);
+        }
     }
     maybe_read(pl);
+}
+
+static size_t window_of(const struct pipeline *pl, bool urgent)
+{
+    /* Urgent deliveries may use half a window more than bulk ones, so an
+     * alert starts at once even while a fan-out keeps the window full. */
+    return pl->cfg.inflight_window + (urgent ? pl->cfg.inflight_window / 2 + 1 : 0);
 }
 
 static bool has_room(const struct pipeline *pl)
 {
     return pl->dctx.active < pl->cfg.inflight_window && pl->wait_head == NULL &&
-           pl->n_jobs < (size_t)pl->cfg.batch_size * 4;
+           pl->n_jobs - pl->n_urgent_jobs < (size_t)pl->cfg.batch_size * 4;
 }
 
-static void free_poison(struct pipeline *pl)
+static bool urgent_room(const struct pipeline *pl)
 {
-    for (size_t i = 0; i < pl->n_poison; i++)
-        free(pl->poison[i]);
-    free(pl->poison);
-    pl->poison = NULL;
-    pl->n_poison = 0;
+    return pl->n_urgent_jobs < (size_t)pl->cfg.batch_size * 4;
+}
+
+static void free_poison(struct pl_stream *st)
+{
+    for (size_t i = 0; i < st->n_poison; i++)
+        free(st->poison[i]);
+    free(st->poison);
+    st->poison = NULL;
+    st->n_poison = 0;
 }
 
 static void on_pending_scan(redisAsyncContext *ac, void *r, void *priv)
 {
-    struct pipeline *pl = priv;
+    struct pl_stream *st = priv;
+    struct pipeline *pl = st->pl;
     redisReply *reply = r;
-    pl->poison_scanning = false;
+    st->poison_scanning = false;
     if (pl->closed)
         return;
     if (reply == NULL)
         return; /* connection lost: scanned again after the reconnect */
-    free_poison(pl);
+    free_poison(st);
     if (reply->type == REDIS_REPLY_ARRAY && reply->elements > 0) {
-        pl->poison = xcalloc(reply->elements, sizeof *pl->poison);
+        st->poison = xcalloc(reply->elements, sizeof *st->poison);
         for (size_t i = 0; i < reply->elements; i++) {
             const redisReply *e = reply->element[i];
             if (e->type != REDIS_REPLY_ARRAY || e->elements < 4 ||
@@ -719,106 +1004,169 @@ static void on_pending_scan(redisAsyncContext *ac, void *r, void *priv)
                 e->element[3]->type != REDIS_REPLY_INTEGER)
                 continue;
             if (e->element[3]->integer >= POISON_DELIVERIES)
-                pl->poison[pl->n_poison++] = xstrndup(e->element[0]->str, e->element[0]->len);
+                st->poison[st->n_poison++] = xstrndup(e->element[0]->str, e->element[0]->len);
         }
-        qsort(pl->poison, pl->n_poison, sizeof *pl->poison, cmp_str);
-        if (pl->n_poison)
-            log_warn("pipeline", "%zu of this consumer's pending entries were delivered %d "
-                     "times or more without being settled; they go to the dead letters",
-                     pl->n_poison, POISON_DELIVERIES);
+        qsort(st->poison, st->n_poison, sizeof *st->poison, cmp_str);
+        if (st->n_poison)
+            log_warn("pipeline", "%zu of this consumer's pending entries on %s were delivered "
+                     "%d times or more without being settled; they go to the dead letters",
+                     st->n_poison, st->key, POISON_DELIVERIES);
     }
-    pl->poison_scanned = true;
+    st->poison_scanned = true;
     maybe_read(pl);
 }
 
-static bool is_poison(const struct pipeline *pl, const char *id)
+static bool is_poison(const struct pl_stream *st, const char *id)
 {
-    return pl->n_poison &&
-           bsearch(&id, pl->poison, pl->n_poison, sizeof *pl->poison, cmp_str) != NULL;
+    return st->n_poison &&
+           bsearch(&id, st->poison, st->n_poison, sizeof *st->poison, cmp_str) != NULL;
+}
+
+/* Issue the next XREADGROUP of |rd| if it may read now. */
+static void reader_read(struct reader *rd)
+{
+    struct pipeline *pl = rd->pl;
+    if (rd->conn == NULL || rd->reading || !redis_conn_ready(rd->conn) ||
+        !redis_conn_ready(pl->cmd) || !(rd->urgent ? urgent_room(pl) : has_room(pl)))
+        return;
+    bool history = false, scanning = false;
+    for (size_t i = 0; i < rd->n; i++) {
+        struct pl_stream *st = &pl->streams[rd->first + i];
+        if (!st->group_ready)
+            return;
+        if (!st->history)
+            continue;
+        history = true;
+        if (st->poison_scanned)
+            continue;
+        /* Before replaying our own pending entries, learn how often each
+         * was delivered already (XPENDING's extended form). */
+        scanning = true;
+        if (!st->poison_scanning) {
+            char count[16];
+            snprintf(count, sizeof count, "%d", POISON_SCAN_MAX);
+            const char *argv[] = { "XPENDING", st->key, pl->cfg.group, "-", "+", count,
+                                   pl->cfg.consumer };
+            if (redis_conn_cmd_argv(pl->cmd, on_pending_scan, st, 7, argv, NULL) == 0)
+                st->poison_scanning = true;
+        }
+    }
+    if (scanning)
+        return;
+    /* XREADGROUP GROUP g c COUNT n [BLOCK ms] STREAMS s1 .. sk id1 .. idk:
+     * while any stream has history, read only those (no BLOCK); then all
+     * with ">" and BLOCK. */
+    const char *argv[8 + 2 * 8];
+    int argc = 0;
+    char count[16], block[24];
+    snprintf(count, sizeof count, "%d", pl->cfg.batch_size);
+    snprintf(block, sizeof block, "%d", pl->cfg.block_ms);
+    argv[argc++] = "XREADGROUP";
+    argv[argc++] = "GROUP";
+    argv[argc++] = pl->cfg.group;
+    argv[argc++] = pl->cfg.consumer;
+    argv[argc++] = "COUNT";
+    argv[argc++] = count;
+    if (!history) {
+        argv[argc++] = "BLOCK";
+        argv[argc++] = block;
+    }
+    argv[argc++] = "STREAMS";
+    int first_key = argc;
+    for (size_t i = 0; i < rd->n && i < 8; i++) {
+        struct pl_stream *st = &pl->streams[rd->first + i];
+        if (!history || st->history)
+            argv[argc++] = st->key;
+    }
+    int nkeys = argc - first_key;
+    for (int i = 0; i < nkeys; i++) {
+        struct pl_stream *st = stream_by_key(pl, argv[first_key + i], strlen(argv[first_key + i]));
+        argv[argc++] = history ? st->history_id : ">";
+    }
+    if (redis_conn_cmd_argv(rd->conn, on_read, rd, argc, argv, NULL) == 0)
+        rd->reading = true;
 }
 
 static void maybe_read(struct pipeline *pl)
 {
-    if (pl->stopping || pl->closed || !pl->group_ready || pl->reading ||
-        !redis_conn_ready(pl->rd) || !redis_conn_ready(pl->cmd) || !has_room(pl))
+    if (pl->stopping || pl->closed)
         return;
-    if (pl->history && !pl->poison_scanned) {
-        /* Before replaying our own pending entries, learn how often each
-         * was delivered already (XPENDING's extended form). */
-        if (!pl->poison_scanning) {
-            char count[16];
-            snprintf(count, sizeof count, "%d", POISON_SCAN_MAX);
-            const char *argv[] = { "XPENDING", pl->cfg.stream, pl->cfg.group, "-", "+",
-                                   count, pl->cfg.consumer };
-            if (redis_conn_cmd_argv(pl->cmd, on_pending_scan, pl, 7, argv, NULL) == 0)
-                pl->poison_scanning = true;
-        }
-        return;
-    }
-    int rc = pl->history
-                 ? stream_read(pl->rd, pl->cfg.stream, pl->cfg.group, pl->cfg.consumer,
-                               pl->cfg.batch_size, -1, pl->history_id, on_read, pl)
-                 : stream_read(pl->rd, pl->cfg.stream, pl->cfg.group, pl->cfg.consumer,
-                               pl->cfg.batch_size, pl->cfg.block_ms, ">", on_read, pl);
-    if (rc == 0)
-        pl->reading = true;
+    reader_read(&pl->urg);
+    reader_read(&pl->bulk);
 }
 
 static void on_group(redisAsyncContext *ac, void *r, void *priv)
 {
-    struct pipeline *pl = priv;
+    struct pl_stream *st = priv;
+    struct pipeline *pl = st->pl;
     redisReply *reply = r;
-    pl->group_creating = false;
+    st->group_creating = false;
     if (pl->closed || reply == NULL)
         return;
     if (reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "BUSYGROUP", 9) != 0) {
-        log_error("pipeline", "cannot create group %s on %s: %s", pl->cfg.group,
-                  pl->cfg.stream, reply->str);
+        log_error("pipeline", "cannot create group %s on %s: %s", pl->cfg.group, st->key,
+                  reply->str);
         return;
     }
-    if (!pl->group_ready)
-        log_info("pipeline", "consumer group %s on %s ready (consumer %s)", pl->cfg.group,
-                 pl->cfg.stream, pl->cfg.consumer);
-    pl->group_ready = true;
+    if (!st->group_ready)
+        log_info("pipeline", "consumer group %s on %s%s ready (consumer %s)", pl->cfg.group,
+                 st->key, st->urgent ? " (urgent)" : "", pl->cfg.consumer);
+    st->group_ready = true;
     maybe_read(pl);
 }
 
-static void create_group(struct pipeline *pl)
+static void create_groups(struct pipeline *pl)
 {
-    if (pl->group_creating || !redis_conn_ready(pl->cmd))
+    if (!redis_conn_ready(pl->cmd))
         return;
-    if (stream_create_group(pl->cmd, pl->cfg.stream, pl->cfg.group, on_group, pl) == 0)
-        pl->group_creating = true;
+    for (size_t i = 0; i < pl->n_streams; i++) {
+        struct pl_stream *st = &pl->streams[i];
+        if (st->group_ready || st->group_creating)
+            continue;
+        if (stream_create_group(pl->cmd, st->key, pl->cfg.group, on_group, st) == 0)
+            st->group_creating = true;
+    }
+}
+
+static bool groups_ready(const struct pipeline *pl)
+{
+    for (size_t i = 0; i < pl->n_streams; i++)
+        if (!pl->streams[i].group_ready)
+            return false;
+    return true;
 }
 
 /* ---- take-over of idle entries, keeping ours fresh ---------------------- */
 
 static void on_autoclaim(redisAsyncContext *ac, void *r, void *priv)
 {
-    struct pipeline *pl = priv;
+    struct pl_stream *st = priv;
+    struct pipeline *pl = st->pl;
     redisReply *reply = r;
-    pl->claiming = false;
+    st->claiming = false;
     if (pl->closed || pl->stopping || reply == NULL)
         return;
     if (reply->type == REDIS_REPLY_ERROR) {
-        log_warn("pipeline", "XAUTOCLAIM: %s", reply->str);
+        log_warn("pipeline", "XAUTOCLAIM %s: %s", st->key, reply->str);
         return;
     }
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 2)
         return;
     if (reply->element[0]->type == REDIS_REPLY_STRING)
-        snprintf(pl->claim_cursor, sizeof pl->claim_cursor, "%s", reply->element[0]->str);
+        snprintf(st->claim_cursor, sizeof st->claim_cursor, "%s", reply->element[0]->str);
     size_t n = 0;
-    start_entries(pl, reply->element[1], NULL, 0, &n);
+    bool hist = st->history;
+    st->history = false; /* start_entries must not move the history cursor */
+    start_entries(pl, st, reply->element[1], &n);
+    st->history = hist;
     if (n)
-        log_info("pipeline", "took over %zu idle entries", n);
+        log_info("pipeline", "took over %zu idle entries of %s", n, st->key);
     /* Redis 7: ids of pending entries deleted from the stream. */
     if (reply->elements >= 3 && reply->element[2]->type == REDIS_REPLY_ARRAY) {
         const redisReply *del = reply->element[2];
         for (size_t i = 0; i < del->elements; i++)
             if (del->element[i]->type == REDIS_REPLY_STRING)
-                stream_ack(pl->cmd, pl->cfg.stream, pl->cfg.group, del->element[i]->str,
-                           NULL, NULL);
+                stream_ack(pl->cmd, st->key, pl->cfg.group, del->element[i]->str, NULL, NULL);
     }
 }
 
@@ -826,11 +1174,12 @@ static void on_autoclaim(redisAsyncContext *ac, void *r, void *priv)
 
 static void on_xinfo(redisAsyncContext *ac, void *r, void *priv)
 {
-    struct pipeline *pl = priv;
+    struct pl_stream *st = priv;
+    struct pipeline *pl = st->pl;
     redisReply *reply = r;
     if (reply == NULL || reply->type != REDIS_REPLY_ARRAY)
         return;
-    const char *sv[] = { pl->cfg.stream };
+    const char *sv[] = { st->key };
     for (size_t i = 0; i < reply->elements; i++) {
         const redisReply *g = reply->element[i];
         if (g->type != REDIS_REPLY_ARRAY)
@@ -874,8 +1223,10 @@ static void on_retry_depth(redisAsyncContext *ac, void *r, void *priv)
 /* Every few seconds: group lag and pending, retry schedule, dead letters. */
 static void poll_redis_figures(struct pipeline *pl)
 {
-    const char *xinfo[] = { "XINFO", "GROUPS", pl->cfg.stream };
-    redis_conn_cmd_argv(pl->cmd, on_xinfo, pl, 3, xinfo, NULL);
+    for (size_t i = 0; i < pl->n_streams; i++) {
+        const char *xinfo[] = { "XINFO", "GROUPS", pl->streams[i].key };
+        redis_conn_cmd_argv(pl->cmd, on_xinfo, &pl->streams[i], 3, xinfo, NULL);
+    }
     size_t n = strlen(pl->cfg.prefix) + 16;
     char kz[n], kl[n], kd[n];
     snprintf(kz, n, "%sretry", pl->cfg.prefix);
@@ -895,9 +1246,12 @@ static void collect_pipeline(void *arg)
     struct pipeline *pl = arg;
     stats_set(STATS_INFLIGHT, NULL, (double)pl->dctx.inflight);
     stats_set(STATS_JOBS, NULL, (double)pl->n_jobs);
-    const char *c1[] = { "cmd" }, *c2[] = { "read" };
+    const char *c1[] = { "cmd" }, *c2[] = { "read" }, *c3[] = { "urgent" };
     stats_set(STATS_REDIS_CONNECTED, c1, pl->cmd && redis_conn_ready(pl->cmd) ? 1 : 0);
-    stats_set(STATS_REDIS_CONNECTED, c2, pl->rd && redis_conn_ready(pl->rd) ? 1 : 0);
+    stats_set(STATS_REDIS_CONNECTED, c2,
+              pl->bulk.conn && redis_conn_ready(pl->bulk.conn) ? 1 : 0);
+    if (pl->urg.conn)
+        stats_set(STATS_REDIS_CONNECTED, c3, redis_conn_ready(pl->urg.conn) ? 1 : 0);
 }
 
 static void on_trimmed(redisAsyncContext *ac, void *r, void *priv)
@@ -915,21 +1269,27 @@ static void on_claim_timer(uv_timer_t *t)
     struct pipeline *pl = t->data;
     /* Watchdogs: the blocking read must return within block_ms, commands
      * within a few seconds; otherwise the connection is dead or hung. */
-    if (!pl->closed && pl->rd &&
-        redis_conn_stalled(pl->rd, (uint64_t)pl->cfg.block_ms + REDIS_STALL_MS))
-        redis_conn_reset(pl->rd, "blocking read overdue");
+    struct reader *readers[] = { &pl->bulk, &pl->urg };
+    for (int i = 0; i < 2; i++)
+        if (!pl->closed && readers[i]->conn &&
+            redis_conn_stalled(readers[i]->conn, (uint64_t)pl->cfg.block_ms + REDIS_STALL_MS))
+            redis_conn_reset(readers[i]->conn, "blocking read overdue");
     if (!pl->closed && pl->cmd && redis_conn_stalled(pl->cmd, REDIS_STALL_MS))
         redis_conn_reset(pl->cmd, "replies overdue");
-    if (pl->closed || pl->stopping || !pl->group_ready || !redis_conn_ready(pl->cmd))
+    if (pl->closed || pl->stopping || !groups_ready(pl) || !redis_conn_ready(pl->cmd))
         return;
     /* Keep the entries we work on fresh so no other process takes them. */
     if (pl->n_jobs > 0) {
         const char **ids = xmalloc(pl->n_jobs * sizeof *ids);
-        size_t n = 0;
-        for (struct job *j = pl->jobs; j; j = j->next)
-            ids[n++] = j->entry.id;
-        stream_touch(pl->cmd, pl->cfg.stream, pl->cfg.group, pl->cfg.consumer, ids, n,
-                     NULL, NULL);
+        for (size_t i = 0; i < pl->n_streams; i++) {
+            size_t n = 0;
+            for (struct job *j = pl->jobs; j; j = j->next)
+                if (j->src == &pl->streams[i])
+                    ids[n++] = j->entry.id;
+            if (n)
+                stream_touch(pl->cmd, pl->streams[i].key, pl->cfg.group, pl->cfg.consumer,
+                             ids, n, NULL, NULL);
+        }
         free(ids);
     }
     uint64_t now = mono_ms();
@@ -939,14 +1299,110 @@ static void on_claim_timer(uv_timer_t *t)
     }
     if (pl->cfg.trim_interval_ms > 0 && now - pl->last_trim_ms >= (uint64_t)pl->cfg.trim_interval_ms) {
         pl->last_trim_ms = now;
-        stream_trim(pl->cmd, pl->cfg.stream, on_trimmed, pl);
+        for (size_t i = 0; i < pl->n_streams; i++)
+            stream_trim(pl->cmd, pl->streams[i].key, on_trimmed, pl);
     }
-    if (!pl->claiming && has_room(pl)) {
-        if (stream_autoclaim(pl->cmd, pl->cfg.stream, pl->cfg.group, pl->cfg.consumer,
-                             pl->cfg.claim_idle_ms, pl->claim_cursor, pl->cfg.batch_size,
-                             on_autoclaim, pl) == 0)
-            pl->claiming = true;
+    /* Take over idle entries: the urgent stream on every tick, the bulk
+     * streams in turn while there is room. */
+    for (size_t i = 0; i < pl->n_streams; i++) {
+        struct pl_stream *st = &pl->streams[i];
+        if (!st->urgent && i != pl->claim_next % pl->n_streams)
+            continue;
+        if (st->claiming || !(st->urgent ? urgent_room(pl) : has_room(pl)))
+            continue;
+        if (stream_autoclaim(pl->cmd, st->key, pl->cfg.group, pl->cfg.consumer,
+                             pl->cfg.claim_idle_ms, st->claim_cursor, pl->cfg.batch_size,
+                             on_autoclaim, st) == 0)
+            st->claiming = true;
     }
+    pl->claim_next++;
+    if (pl->n_streams > 1 && pl->streams[pl->claim_next % pl->n_streams].urgent)
+        pl->claim_next++;
+}
+
+/* ---- housekeeping: escalations due, device age sweep ---------------------- */
+
+static void on_escalations_run(redisAsyncContext *ac, void *r, void *priv)
+{
+    struct pipeline *pl = priv;
+    redisReply *reply = r;
+    pl->escalating = false;
+    if (reply && reply->type == REDIS_REPLY_INTEGER && reply->integer > 0) {
+        const char *v[] = { "*", "checked_when_due" };
+        stats_add(STATS_ESCALATIONS, v, (double)reply->integer);
+        log_warn("pipeline", "%lld absence alert(s) reached no device in time: escalated",
+                 (long long)reply->integer);
+    } else if (reply && reply->type == REDIS_REPLY_ERROR && !pl->closed) {
+        log_warn("pipeline", "escalation check failed: %s", reply->str);
+    }
+}
+
+static void on_prune_step(redisAsyncContext *ac, void *r, void *priv)
+{
+    struct pipeline *pl = priv;
+    redisReply *reply = r;
+    pl->pruning = false;
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
+        reply->element[0]->type != REDIS_REPLY_STRING) {
+        if (reply && reply->type == REDIS_REPLY_ERROR && !pl->closed)
+            log_warn("registry", "device age sweep failed: %s", reply->str);
+        pl->prune_active = false; /* tried again at the next sweep */
+        return;
+    }
+    if (reply->element[1]->type == REDIS_REPLY_INTEGER && reply->element[1]->integer > 0) {
+        stats_add(STATS_PRUNED, NULL, (double)reply->element[1]->integer);
+        log_info("registry", "removed %lld device(s) not registered again for %lld days",
+                 (long long)reply->element[1]->integer,
+                 (long long)(pl->cfg.token_max_age_ms / 86400000));
+    }
+    snprintf(pl->prune_cursor, sizeof pl->prune_cursor, "%s", reply->element[0]->str);
+    if (strcmp(pl->prune_cursor, "0") == 0)
+        pl->prune_active = false;
+}
+
+static void on_prune_lock(redisAsyncContext *ac, void *r, void *priv)
+{
+    struct pipeline *pl = priv;
+    redisReply *reply = r;
+    pl->pruning = false;
+    /* SET NX answers OK to the one process that sweeps this hour. */
+    if (reply && reply->type == REDIS_REPLY_STATUS && strcmp(reply->str, "OK") == 0) {
+        pl->prune_active = true;
+        snprintf(pl->prune_cursor, sizeof pl->prune_cursor, "0");
+    }
+}
+
+static void on_house_timer(uv_timer_t *t)
+{
+    struct pipeline *pl = t->data;
+    if (pl->closed || pl->stopping || !redis_conn_ready(pl->cmd))
+        return;
+    int64_t now = now_ms();
+    if (!pl->escalating &&
+        escalation_run_due(pl->cmd, pl->cfg.prefix, pl->cfg.escalations_maxlen, now, 100,
+                           on_escalations_run, pl) == 0)
+        pl->escalating = true;
+    if (pl->cfg.token_max_age_ms <= 0 || pl->pruning)
+        return;
+    if (pl->prune_active) {
+        if (guardian_prune_step(pl->cmd, pl->cfg.prefix, pl->prune_cursor,
+                                now - pl->cfg.token_max_age_ms, PRUNE_BATCH, on_prune_step,
+                                pl) == 0)
+            pl->pruning = true;
+        return;
+    }
+    uint64_t mono = mono_ms();
+    if (pl->last_prune_ms != 0 && mono - pl->last_prune_ms < PRUNE_EVERY_MS)
+        return;
+    pl->last_prune_ms = mono;
+    /* One sweep per hour across all daemons: whoever takes the lock. */
+    size_t n = strlen(pl->cfg.prefix) + 16;
+    char lock[n], px[24];
+    snprintf(lock, n, "%sprune:lock", pl->cfg.prefix);
+    snprintf(px, sizeof px, "%d", PRUNE_EVERY_MS - 60000);
+    const char *argv[] = { "SET", lock, pl->cfg.consumer, "NX", "PX", px };
+    if (redis_conn_cmd_argv(pl->cmd, on_prune_lock, pl, 6, argv, NULL) == 0)
+        pl->pruning = true;
 }
 
 /* ---- connections ------------------------------------------------------- */
@@ -954,29 +1410,37 @@ static void on_claim_timer(uv_timer_t *t)
 static void on_cmd_ready(struct redis_conn *c, void *user)
 {
     struct pipeline *pl = user;
-    create_group(pl);
+    create_groups(pl);
     delivery_ctx_flush(&pl->dctx);
     maybe_read(pl);
 }
 
 static void on_rd_ready(struct redis_conn *c, void *user)
 {
-    struct pipeline *pl = user;
+    struct reader *rd = user;
+    struct pipeline *pl = rd->pl;
     /* After any reconnect, first re-read this consumer's own pending
      * entries: some may have been released unacknowledged meanwhile. */
-    pl->history = true;
-    pl->poison_scanned = false;
-    snprintf(pl->history_id, sizeof pl->history_id, "0");
+    for (size_t i = 0; i < rd->n; i++) {
+        struct pl_stream *st = &pl->streams[rd->first + i];
+        st->history = true;
+        st->poison_scanned = false;
+        snprintf(st->history_id, sizeof st->history_id, "0");
+    }
     maybe_read(pl);
 }
 
-static void on_conn_down(struct redis_conn *c, void *user)
+static void on_cmd_down(struct redis_conn *c, void *user)
 {
     struct pipeline *pl = user;
-    if (c == pl->cmd)
-        pl->group_creating = false;
-    if (c == pl->rd)
-        pl->reading = false;
+    for (size_t i = 0; i < pl->n_streams; i++)
+        pl->streams[i].group_creating = false;
+}
+
+static void on_rd_down(struct redis_conn *c, void *user)
+{
+    struct reader *rd = user;
+    rd->reading = false;
 }
 
 struct pipeline *pipeline_new(uv_loop_t *loop, const struct pipeline_config *cfg)
@@ -987,17 +1451,35 @@ struct pipeline *pipeline_new(uv_loop_t *loop, const struct pipeline_config *cfg
     size_t n = strlen(cfg->prefix) + 8;
     pl->dead_stream = xmalloc(n);
     snprintf(pl->dead_stream, n, "%sdead", cfg->prefix);
-    snprintf(pl->claim_cursor, sizeof pl->claim_cursor, "0-0");
-    snprintf(pl->history_id, sizeof pl->history_id, "0");
-    pl->history = true;
+    bool urgent = cfg->urgent_stream && cfg->urgent_stream[0];
+    pl->n_streams = cfg->n_streams + (urgent ? 1 : 0);
+    pl->streams = xcalloc(pl->n_streams, sizeof *pl->streams);
+    for (size_t i = 0; i < pl->n_streams; i++) {
+        struct pl_stream *st = &pl->streams[i];
+        st->pl = pl;
+        st->urgent = i >= cfg->n_streams;
+        st->key = xstrdup(st->urgent ? cfg->urgent_stream : cfg->streams[i]);
+        st->history = true;
+        snprintf(st->history_id, sizeof st->history_id, "0");
+        snprintf(st->claim_cursor, sizeof st->claim_cursor, "0-0");
+    }
     struct redis_conn_config rc = cfg->redis;
     rc.name = "cmd";
-    pl->cmd = redis_conn_new(loop, &rc, on_cmd_ready, on_conn_down, pl);
+    pl->cmd = redis_conn_new(loop, &rc, on_cmd_ready, on_cmd_down, pl);
     registry_init(pl->cmd);
     receipts_init(pl->cmd);
     stream_init(pl->cmd);
+    guardian_init(pl->cmd);
+    escalation_init(pl->cmd);
+    pl->bulk = (struct reader){ .pl = pl, .first = 0, .n = cfg->n_streams };
     rc.name = "read";
-    pl->rd = redis_conn_new(loop, &rc, on_rd_ready, on_conn_down, pl);
+    pl->bulk.conn = redis_conn_new(loop, &rc, on_rd_ready, on_rd_down, &pl->bulk);
+    pl->urg = (struct reader){ .pl = pl, .urgent = true, .first = cfg->n_streams,
+                               .n = urgent ? 1 : 0 };
+    if (urgent) {
+        rc.name = "urgent";
+        pl->urg.conn = redis_conn_new(loop, &rc, on_rd_ready, on_rd_down, &pl->urg);
+    }
     uv_timer_init(loop, &pl->claim_timer);
     pl->claim_timer.data = pl;
     uint64_t every = (uint64_t)(cfg->claim_idle_ms / 3);
@@ -1006,7 +1488,10 @@ struct pipeline *pipeline_new(uv_loop_t *loop, const struct pipeline_config *cfg
     uv_timer_start(&pl->claim_timer, on_claim_timer, every, every);
     uv_timer_init(loop, &pl->stop_timer);
     pl->stop_timer.data = pl;
-    pl->timers_open = 3;
+    uv_timer_init(loop, &pl->house_timer);
+    pl->house_timer.data = pl;
+    uv_timer_start(&pl->house_timer, on_house_timer, HOUSEKEEPING_MS, HOUSEKEEPING_MS);
+    pl->timers_open = 4;
     struct delivery_ctx *dc = &pl->dctx;
     dc->cmd = pl->cmd;
     dc->keys = (struct settle_keys){ cfg->prefix, cfg->receipts_maxlen, cfg->dead_maxlen,
@@ -1043,9 +1528,11 @@ static void finish_stop(struct pipeline *pl)
                  "retries return to the schedule when their lease ends)",
                  pl->dctx.inflight, unwritten, pl->n_jobs);
     delivery_ctx_abandon(&pl->dctx);
-    redis_conn_close(pl->rd);
+    redis_conn_close(pl->bulk.conn);
+    if (pl->urg.conn)
+        redis_conn_close(pl->urg.conn);
     redis_conn_close(pl->cmd);
-    pl->rd = pl->cmd = NULL;
+    pl->bulk.conn = pl->urg.conn = pl->cmd = NULL;
     if (pl->stop_done)
         pl->stop_done(pl->stop_arg);
 }
@@ -1073,6 +1560,7 @@ void pipeline_stop(struct pipeline *pl, uint32_t timeout_ms, void (*done)(void *
     pl->stop_arg = arg;
     pl->stop_timeout_ms = timeout_ms;
     uv_timer_stop(&pl->claim_timer);
+    uv_timer_stop(&pl->house_timer);
     pl->dctx.stopping = true;
     log_info("pipeline", "stopping: %zu deliveries in flight", pl->dctx.inflight);
     uv_timer_start(&pl->stop_timer, on_stop_timer, 0, 50);
@@ -1081,7 +1569,11 @@ void pipeline_stop(struct pipeline *pl, uint32_t timeout_ms, void (*done)(void *
 static void on_timer_closed_arg(struct pipeline *pl)
 {
     if (--pl->timers_open == 0) {
-        free_poison(pl);
+        for (size_t i = 0; i < pl->n_streams; i++) {
+            free_poison(&pl->streams[i]);
+            free(pl->streams[i].key);
+        }
+        free(pl->streams);
         free(pl->dead_stream);
         free(pl);
     }
@@ -1101,19 +1593,23 @@ void pipeline_free(struct pipeline *pl)
 {
     while (pl->jobs)
         job_free(pl->jobs);
-    if (pl->rd)
-        redis_conn_close(pl->rd);
+    if (pl->bulk.conn)
+        redis_conn_close(pl->bulk.conn);
+    if (pl->urg.conn)
+        redis_conn_close(pl->urg.conn);
     if (pl->cmd)
         redis_conn_close(pl->cmd);
     uv_close((uv_handle_t *)&pl->claim_timer, on_timer_closed);
     uv_close((uv_handle_t *)&pl->stop_timer, on_timer_closed);
+    uv_close((uv_handle_t *)&pl->house_timer, on_timer_closed);
     delivery_ctx_close(&pl->dctx, on_dctx_closed, pl);
 }
 
 bool pipeline_ready(const struct pipeline *pl)
 {
-    return !pl->closed && !pl->stopping && pl->group_ready && pl->rd && pl->cmd &&
-           redis_conn_ready(pl->rd) && redis_conn_ready(pl->cmd);
+    return !pl->closed && !pl->stopping && groups_ready(pl) && pl->bulk.conn && pl->cmd &&
+           redis_conn_ready(pl->bulk.conn) && redis_conn_ready(pl->cmd) &&
+           (pl->urg.conn == NULL || redis_conn_ready(pl->urg.conn));
 }
 
 void pipeline_get_stats(const struct pipeline *pl, struct pipeline_stats *out)

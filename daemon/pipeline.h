@@ -17,6 +17,7 @@
 struct apns_client;
 struct fcm_client;
 struct templates;
+struct config;
 
 /* One configured app and its provider clients (borrowed). */
 struct pipeline_app {
@@ -28,12 +29,16 @@ struct pipeline_app {
 
 struct pipeline_config {
     struct redis_conn_config redis;
-    const char *stream, *group, *consumer, *prefix;
+    const char *const *streams;  /* the bulk event streams, |n_streams| >= 1 */
+    size_t n_streams;            /* at most 8 */
+    const char *urgent_stream;   /* NULL or "" = none */
+    const char *group, *consumer, *prefix;
     int batch_size;              /* entries per XREADGROUP */
     int block_ms;
     long claim_idle_ms;
     int status_ttl_s;
-    long receipts_maxlen, dead_maxlen;
+    long receipts_maxlen, dead_maxlen, escalations_maxlen;
+    int64_t token_max_age_ms;    /* device age sweep: 0 = never */
     int64_t trim_interval_ms;    /* 0 = never trim the events stream */
     size_t inflight_window;      /* deliveries in flight at most */
     int64_t retry_base_ms;       /* first backoff step (full jitter below it) */
@@ -42,6 +47,7 @@ struct pipeline_config {
     struct pipeline_app *apps;   /* borrowed, |n_apps| of them */
     size_t n_apps;
     const struct templates *templates; /* borrowed; see pipeline_set_templates */
+    const struct config *config; /* borrowed: tenants ([tenant NAME]), token age */
 };
 
 struct pipeline;

@@ -37,6 +37,12 @@
       "Entries and deliveries written to the dead-letter stream, by code")      \
     X(RETRIES, "varsel_retries_total", COUNTER, "result",                        \
       "Durable retries: scheduled, claimed, gave_up")                            \
+    X(ESCALATIONS, "varsel_escalations_total", COUNTER, "tenant,why",              \
+      "Absence alerts written to the escalations stream (no device reached)")   \
+    X(ERASURES, "varsel_erasures_total", COUNTER, "tenant",                      \
+      "user.erase events carried out")                                           \
+    X(PRUNED, "varsel_devices_pruned_total", COUNTER, "",                        \
+      "Devices removed for not registering again within token_max_age_days")    \
     X(INFLIGHT, "varsel_deliveries_inflight", GAUGE, "",                         \
       "Deliveries sent to a provider and not yet answered")                      \
     X(JOBS, "varsel_events_in_progress", GAUGE, "",                              \

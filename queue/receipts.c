@@ -208,5 +208,6 @@ bool receipts_status_is_settled(const char *status)
 {
     return strcmp(status, "sent") == 0 || strcmp(status, "invalid_token") == 0 ||
            strcmp(status, "failed") == 0 || strcmp(status, "expired") == 0 ||
-           strcmp(status, "opened") == 0 || strcmp(status, "retrying") == 0;
+           strcmp(status, "opened") == 0 || strcmp(status, "retrying") == 0 ||
+           strcmp(status, "held") == 0 || strcmp(status, "muted") == 0;
 }

@@ -23,6 +23,8 @@ static const char register_lua[] =
     "local at = tonumber(ARGV[3])\n"
     "local gone = redis.call('HGET', KEYS[2], ARGV[1])\n"
     "if gone and tonumber(gone) > at then return 'stale' end\n"
+    "local er = redis.call('HGET', KEYS[2], ':erased')\n"
+    "if er and tonumber(er) >= at then return 'stale' end\n"
     "if cur then\n"
     "  local c = cjson.decode(cur)\n"
     "  if tonumber(c.updated_at) > at then return 'stale' end\n"
