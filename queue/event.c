@@ -11,8 +11,10 @@
  * Rules shared by all types: `v` is the number 1, `id` is 1..128 printable
  * bytes, `type` is known, `tenant` is a slug, `occurred_at` is RFC 3339,
  * optional `ttl_s` (0..28 days) and `priority` (high|normal). Each type then
- * has its own required fields (see the validators near the end). Unknown
- * fields are ignored so producers can add fields before we read them.
+ * has its own required fields (see the validators near the end): the five
+ * notification types carry `recipients`; device.*, receipt.opened,
+ * preferences.set and user.erase name one `user`. Unknown fields are ignored
+ * so producers can add fields before we read them.
  *
  * "Printable" here means ASCII 0x20..0x7E: ids end up in Redis keys, hash
  * fields and log lines. Free text (names, previews) must be valid UTF-8.
@@ -36,6 +38,8 @@ static const char *const type_names[EVENT_TYPE_COUNT] = {
     [EVENT_DEVICE_REGISTER] = "device.register",
     [EVENT_DEVICE_UNREGISTER] = "device.unregister",
     [EVENT_RECEIPT_OPENED] = "receipt.opened",
+    [EVENT_PREFERENCES_SET] = "preferences.set",
+    [EVENT_USER_ERASE] = "user.erase",
 };
 
 const char *event_type_name(enum event_type t)
@@ -210,14 +214,16 @@ static bool is_date_or_time(const char *s)
     return is_date(s) || rfc3339_parse_ms(s, &ms) == 0;
 }
 
-static bool is_hex(const char *s)
+static bool is_hex_digit(char ch)
 {
-    for (; *s; s++) {
-        char ch = *s;
-        if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') || (ch >= 'A' && ch <= 'F')))
-            return false;
-    }
-    return true;
+    return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') || (ch >= 'A' && ch <= 'F');
+}
+
+/* A character of an FCM registration token: base64url, ':' and '.'. */
+static bool is_fcm_token_char(char ch)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+           ch == '_' || ch == '-' || ch == ':' || ch == '.';
 }
 
 /* How a string field is checked after the "is it a string" test. */
@@ -538,6 +544,42 @@ static int parse_timetable_changed(struct vctx *c)
     return 0;
 }
 
+/*
+ * The device token's shape for |platform|. iOS: an APNs device token in hex,
+ * an even number of 64..200 digits (32 bytes today; Apple says not to assume
+ * a size). Android: an FCM registration token, 1..4096 characters of
+ * [A-Za-z0-9_:.-] (base64url with ':'; the sandbox's fake also allows '.').
+ * Reasons never quote the token: it addresses a guardian's phone.
+ */
+static int check_token(struct vctx *c, const char *platform, const char *t)
+{
+    size_t n = strlen(t);
+    if (strcmp(platform, "ios") == 0) {
+        if (n < EVENT_IOS_TOKEN_MIN || n > EVENT_IOS_TOKEN_MAX)
+            return fail(c, EVENT_ERR_INVALID,
+                        "field 'token' must be %d..%d hex digits for ios, got %zu bytes",
+                        EVENT_IOS_TOKEN_MIN, EVENT_IOS_TOKEN_MAX, n);
+        for (size_t i = 0; i < n; i++)
+            if (!is_hex_digit(t[i]))
+                return fail(c, EVENT_ERR_INVALID,
+                            "field 'token' must be hex digits for ios (byte %zu is not)", i);
+        if (n % 2 != 0)
+            return fail(c, EVENT_ERR_INVALID,
+                        "field 'token' must be an even number of hex digits for ios, got %zu",
+                        n);
+        return 0;
+    }
+    if (n < 1 || n > EVENT_ANDROID_TOKEN_MAX)
+        return fail(c, EVENT_ERR_INVALID,
+                    "field 'token' must be 1..%d bytes for android, got %zu",
+                    EVENT_ANDROID_TOKEN_MAX, n);
+    for (size_t i = 0; i < n; i++)
+        if (!is_fcm_token_char(t[i]))
+            return fail(c, EVENT_ERR_INVALID,
+                        "field 'token' must be [A-Za-z0-9_:.-] for android (byte %zu is not)", i);
+    return 0;
+}
+
 static int parse_device_register(struct vctx *c)
 {
     static const char *const platforms[] = { "ios", "android", NULL };
@@ -554,19 +596,9 @@ static int parse_device_register(struct vctx *c)
         return fail(c, EVENT_ERR_MISSING, "missing required field 'token'");
     if (!cJSON_IsString(tk) || tk->valuestring == NULL)
         return fail(c, EVENT_ERR_INVALID, "field 'token' must be a string");
-    const char *t = tk->valuestring;
-    size_t n = strlen(t);
-    if (strcmp(ev->platform, "ios") == 0) {
-        if (n < 8 || n > 200 || !is_hex(t))
-            return fail(c, EVENT_ERR_INVALID,
-                        "field 'token' must be 8..200 hex digits for ios (got %zu bytes)", n);
-    } else {
-        if (n < 1 || n > 4096 || !is_printable(t))
-            return fail(c, EVENT_ERR_INVALID,
-                        "field 'token' must be 1..4096 printable bytes for android (got %zu)",
-                        n);
-    }
-    ev->token = t;
+    if ((rc = check_token(c, ev->platform, tk->valuestring)) != 0)
+        return rc;
+    ev->token = tk->valuestring;
 
     const cJSON *app = cJSON_GetObjectItemCaseSensitive(c->root, "app");
     if (app == NULL)
@@ -614,6 +646,95 @@ static int parse_receipt_opened(struct vctx *c)
     return 0;
 }
 
+/*
+ * preferences.set: `muted`, absent or null for none, else an array of
+ * notification type names (duplicates are harmless), into a bit mask.
+ */
+static int parse_muted(struct vctx *c)
+{
+    char q[72];
+    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(c->root, "muted");
+    c->ev->muted_mask = 0;
+    if (arr == NULL || cJSON_IsNull(arr))
+        return 0;
+    if (!cJSON_IsArray(arr))
+        return fail(c, EVENT_ERR_INVALID,
+                    "field 'muted' must be an array of notification types");
+    size_t i = 0;
+    for (const cJSON *it = arr->child; it != NULL; it = it->next, i++) {
+        if (!cJSON_IsString(it) || it->valuestring == NULL)
+            return fail(c, EVENT_ERR_INVALID, "field 'muted[%zu]' must be a string", i);
+        int t = event_type_from_name(it->valuestring);
+        if (t < 0 || !event_is_notification((enum event_type)t))
+            return fail(c, EVENT_ERR_INVALID,
+                        "field 'muted[%zu]' must be a notification type (message.new, "
+                        "absence.reported, absence.alert, leave.decided, timetable.changed), "
+                        "got '%s'", i, quote(it->valuestring, q));
+        c->ev->muted_mask |= 1u << t;
+    }
+    return 0;
+}
+
+/* One end of `quiet_hours` ("start" or "end"): "HH:MM" into minutes. */
+static int parse_quiet_time(struct vctx *c, const cJSON *obj, const char *key, int *min)
+{
+    char name[32];
+    snprintf(name, sizeof name, "quiet_hours.%s", key);
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, key);
+    if (it == NULL)
+        return fail(c, EVENT_ERR_MISSING, "missing required field '%s'", name);
+    if (!cJSON_IsString(it) || it->valuestring == NULL)
+        return fail(c, EVENT_ERR_INVALID, "field '%s' must be a string", name);
+    int rc = check_kind(c, name, it->valuestring, S_HHMM);
+    if (rc != 0)
+        return rc;
+    const char *v = it->valuestring;
+    *min = digits(v, 2) * 60 + digits(v + 3, 2);
+    return 0;
+}
+
+/*
+ * preferences.set: `quiet_hours`, absent or null for none, else
+ * {"start":"HH:MM","end":"HH:MM"} with start != end; end < start wraps
+ * midnight (21:00 -> 07:00).
+ */
+static int parse_quiet_hours(struct vctx *c)
+{
+    struct event *ev = c->ev;
+    const cJSON *qh = cJSON_GetObjectItemCaseSensitive(c->root, "quiet_hours");
+    ev->quiet_start_min = ev->quiet_end_min = -1;
+    if (qh == NULL || cJSON_IsNull(qh))
+        return 0;
+    if (!cJSON_IsObject(qh))
+        return fail(c, EVENT_ERR_INVALID,
+                    "field 'quiet_hours' must be an object {start, end} or null");
+    int start, end, rc;
+    if ((rc = parse_quiet_time(c, qh, "start", &start)) != 0 ||
+        (rc = parse_quiet_time(c, qh, "end", &end)) != 0)
+        return rc;
+    if (start == end)
+        return fail(c, EVENT_ERR_INVALID,
+                    "field 'quiet_hours' must have start != end (both are %02d:%02d)",
+                    start / 60, start % 60);
+    ev->quiet_start_min = start;
+    ev->quiet_end_min = end;
+    return 0;
+}
+
+static int parse_preferences_set(struct vctx *c)
+{
+    int rc;
+    if ((rc = get_str(c, c->root, "user", true, S_ID_NOCOLON, &c->ev->user)) ||
+        (rc = parse_muted(c)) || (rc = parse_quiet_hours(c)))
+        return rc;
+    return 0;
+}
+
+static int parse_user_erase(struct vctx *c)
+{
+    return get_str(c, c->root, "user", true, S_ID_NOCOLON, &c->ev->user);
+}
+
 static int (*const type_parsers[EVENT_TYPE_COUNT])(struct vctx *) = {
     [EVENT_MESSAGE_NEW] = parse_message_new,
     [EVENT_ABSENCE_REPORTED] = parse_absence_reported,
@@ -623,6 +744,8 @@ static int (*const type_parsers[EVENT_TYPE_COUNT])(struct vctx *) = {
     [EVENT_DEVICE_REGISTER] = parse_device_register,
     [EVENT_DEVICE_UNREGISTER] = parse_device_unregister,
     [EVENT_RECEIPT_OPENED] = parse_receipt_opened,
+    [EVENT_PREFERENCES_SET] = parse_preferences_set,
+    [EVENT_USER_ERASE] = parse_user_erase,
 };
 
 /* ---- entry point ------------------------------------------------------- */
@@ -666,6 +789,7 @@ int event_parse(const char *json, size_t len, struct event **out,
     ev = xcalloc(1, sizeof *ev);
     ev->json = doc;
     ev->ttl_s = -1;
+    ev->quiet_start_min = ev->quiet_end_min = -1;
     c.ev = ev;
     c.root = doc;
 

@@ -25,6 +25,8 @@ enum event_type {
     EVENT_DEVICE_REGISTER,
     EVENT_DEVICE_UNREGISTER,
     EVENT_RECEIPT_OPENED,
+    EVENT_PREFERENCES_SET,
+    EVENT_USER_ERASE,
     EVENT_TYPE_COUNT
 };
 
@@ -47,6 +49,9 @@ enum event_error {
 #define EVENT_MAX_RECIPIENTS 200000
 #define EVENT_MAX_BYTES (16u << 20)  /* 16 MiB: larger input is EVENT_ERR_TOO_LARGE */
 #define EVENT_TTL_MAX_S 2419200      /* 28 days */
+#define EVENT_IOS_TOKEN_MIN 64       /* hex digits: 32 bytes, the APNs size today */
+#define EVENT_IOS_TOKEN_MAX 200      /* APNs says not to assume a size */
+#define EVENT_ANDROID_TOKEN_MAX 4096 /* FCM registration token, [A-Za-z0-9_:.-] */
 #define EVENT_REASON_MAX 256         /* a reason buffer of this size never truncates
                                         anything but quoted input */
 
@@ -70,7 +75,8 @@ struct event {
     const char *thread;          /* message.new */
     const char *reported_by;     /* absence.reported: never notified */
 
-    /* device.register / device.unregister / receipt.opened */
+    /* device.register / device.unregister / receipt.opened /
+     * preferences.set / user.erase */
     const char *user;
     const char *device;          /* install id */
     const char *platform;        /* "ios" | "android" */
@@ -79,6 +85,13 @@ struct event {
     const char *locale;          /* "nb" | "nn" | "en", NULL when absent */
     const char *environment;     /* "production" | "sandbox" */
     const char *event_ref;       /* receipt.opened: the event it refers to */
+
+    /* preferences.set (the whole set; it replaces the stored one) */
+    unsigned muted_mask;         /* bit 1u << type per muted notification type */
+    int quiet_start_min;         /* quiet hours start, minutes after midnight in the
+                                    tenant's time zone; -1 when no quiet hours */
+    int quiet_end_min;           /* quiet hours end (may be < start: wraps midnight);
+                                    -1 when no quiet hours */
 
     cJSON *json;                 /* the whole document, owned */
 };
@@ -108,7 +121,8 @@ const char *event_type_name(enum event_type t);
 /* Inverse of event_type_name; -1 when unknown. */
 int event_type_from_name(const char *name);
 
-/* True for types that notify recipients (message.new ... timetable.changed). */
+/* True for types that notify recipients (message.new ... timetable.changed);
+ * false for device.*, receipt.opened, preferences.set and user.erase. */
 bool event_is_notification(enum event_type t);
 
 /*

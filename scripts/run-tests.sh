@@ -109,6 +109,10 @@ else
     failed=$((failed + 1))
 fi
 
+echo "== event schema (docs/events.schema.json vs docs/events.md examples)"
+python3 tests/schema/test_schema.py </dev/null 2>&1 | tee "$log"
+add_counts schema "${PIPESTATUS[0]}"
+
 if [[ $mode != long ]]; then
     echo "== fuzzing (short run per target; the long tier runs 10 minutes each)"
     bash scripts/fuzz.sh "${FUZZ_SECONDS:-10}" </dev/null 2>&1 | tee "$log"

@@ -17,7 +17,7 @@ PACKAGES=(
     libuv1-dev libnghttp2-dev libssl-dev libhiredis-dev libcjson-dev
     libinih-dev libhttp-parser-dev
     redis-server redis-tools nghttp2-client
-    python3 openssl ca-certificates procps
+    python3 python3-jsonschema openssl ca-certificates procps
     prometheus chromium fonts-dejavu-core
 )
 # Node.js (firebase-admin cross-check, node-apn benchmark): any node + npm

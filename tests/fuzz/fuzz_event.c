@@ -8,10 +8,12 @@
  *
  * Beyond "no crash, no leak" it checks the parser's promises: a result is 0
  * or one of enum event_error with a non-empty reason, and an accepted event
- * has the fields its type requires.
+ * has the fields its type requires, a well-formed token (device.register)
+ * and consistent preferences (preferences.set; empty for other types).
  */
 #include "queue/event.h"
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +47,30 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (ev->type == EVENT_DEVICE_REGISTER &&
         (ev->token == NULL || ev->app == NULL || ev->platform == NULL || ev->environment == NULL))
         abort();
+    if (ev->type == EVENT_DEVICE_REGISTER) {
+        /* ios: 64..200 hex digits, even; android: 1..4096 of [A-Za-z0-9_:.-]. */
+        size_t n = strlen(ev->token);
+        bool ios = strcmp(ev->platform, "ios") == 0;
+        if (ios ? (n < EVENT_IOS_TOKEN_MIN || n > EVENT_IOS_TOKEN_MAX || n % 2 != 0 ||
+                   strspn(ev->token, "0123456789abcdefABCDEF") != n)
+                : (n < 1 || n > EVENT_ANDROID_TOKEN_MAX ||
+                   strspn(ev->token, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                     "0123456789_:.-") != n))
+            abort();
+    }
+    /* Preferences: only notification types can be muted; quiet hours are
+     * both absent or two different minutes of the day. */
+    if (ev->type == EVENT_PREFERENCES_SET) {
+        if (ev->muted_mask & ~((1u << (EVENT_TIMETABLE_CHANGED + 1)) - 1))
+            abort();
+        bool none = ev->quiet_start_min == -1 && ev->quiet_end_min == -1;
+        if (!none && (ev->quiet_start_min < 0 || ev->quiet_start_min >= 1440 ||
+                      ev->quiet_end_min < 0 || ev->quiet_end_min >= 1440 ||
+                      ev->quiet_start_min == ev->quiet_end_min))
+            abort();
+    } else if (ev->muted_mask != 0 || ev->quiet_start_min != -1 || ev->quiet_end_min != -1) {
+        abort();
+    }
     (void)event_field(ev, "sender_name");
     (void)event_field(ev, "date");
     event_free(ev);

@@ -1,11 +1,16 @@
 /*
  * Tests for queue/event.c: valid events of every type, and every rule of the
- * v1 contract with its error code and reason.
+ * v1 contract with its error code and reason. Also checks that the parser
+ * agrees with the docs: every example in docs/events.md parses, and every
+ * event in tests/schema/invalid/ (which docs/events.schema.json rejects too)
+ * is rejected. Run from the repo root, as scripts/run-tests.sh does.
  */
 #include "tests/unit/test.h"
 
 #include "queue/event.h"
 #include "common/util.h"
+
+#include <dirent.h>
 
 #define HDR(type) "{\"v\":1,\"id\":\"ev-1\",\"type\":\"" type "\",\"tenant\":\"oslo\"," \
                   "\"occurred_at\":\"2026-11-28T08:15:00Z\","
@@ -411,6 +416,9 @@ TEST(per_type_required_fields)
                EVENT_ERR_MISSING, "missing required field 'recipients'");
 }
 
+/* 64 hex digits: an APNs device token of today's size. */
+#define TOK64 "a1B2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90"
+
 TEST(device_register_rules)
 {
     const char *h = HDR("device.register") "\"user\":\"g\",\"device\":\"d\",";
@@ -418,40 +426,112 @@ TEST(device_register_rules)
 #define DR(rest) (snprintf(buf, sizeof buf, "%s%s", h, rest), buf)
     expect_err(DR("\"platform\":\"web\",\"token\":\"x\",\"app\":\"demo\"}"), EVENT_ERR_INVALID,
                "field 'platform' must be 'ios' or 'android', got 'web'");
-    expect_err(DR("\"token\":\"abcdef01\",\"app\":\"demo\"}"), EVENT_ERR_MISSING,
+    expect_err(DR("\"token\":\"" TOK64 "\",\"app\":\"demo\"}"), EVENT_ERR_MISSING,
                "missing required field 'platform'");
     expect_err(DR("\"platform\":\"ios\",\"app\":\"demo\"}"), EVENT_ERR_MISSING,
                "missing required field 'token'");
-    expect_err(DR("\"platform\":\"ios\",\"token\":\"abcdef0\",\"app\":\"demo\"}"),
-               EVENT_ERR_INVALID, "8..200 hex digits");
-    expect_err(DR("\"platform\":\"ios\",\"token\":\"abcdefgh\",\"app\":\"demo\"}"),
-               EVENT_ERR_INVALID, "8..200 hex digits");
-    expect_err(DR("\"platform\":\"ios\",\"token\":\"abcdef01\"}"), EVENT_ERR_MISSING,
+    expect_err(DR("\"platform\":\"ios\",\"token\":\"" TOK64 "\"}"), EVENT_ERR_MISSING,
                "missing required field 'app'");
-    expect_err(DR("\"platform\":\"ios\",\"token\":\"abcdef01\",\"app\":\"de mo\"}"),
+    expect_err(DR("\"platform\":\"ios\",\"token\":\"" TOK64 "\",\"app\":\"de mo\"}"),
                EVENT_ERR_INVALID, "field 'app' must match");
-    expect_err(DR("\"platform\":\"ios\",\"token\":\"abcdef01\",\"app\":\"demo\",\"environment\":\"dev\"}"),
+    expect_err(DR("\"platform\":\"ios\",\"token\":\"" TOK64 "\",\"app\":\"demo\","
+                  "\"environment\":\"dev\"}"),
                EVENT_ERR_INVALID, "field 'environment' must be 'production' or 'sandbox'");
-    expect_err(DR("\"platform\":\"android\",\"token\":\"\",\"app\":\"demo\"}"), EVENT_ERR_INVALID,
-               "1..4096 printable bytes");
     expect_err(DR("\"platform\":\"android\",\"token\":123,\"app\":\"demo\"}"), EVENT_ERR_INVALID,
                "field 'token' must be a string");
-    /* ios token length bounds: 200 hex ok, 201 not. */
-    char tok[256];
-    memset(tok, 'f', 201);
-    tok[201] = '\0';
-    char rest[512];
-    snprintf(rest, sizeof rest, "\"platform\":\"ios\",\"token\":\"%s\",\"app\":\"demo\"}", tok);
-    expect_err(DR(rest), EVENT_ERR_INVALID, "got 201 bytes");
-    tok[200] = '\0';
-    snprintf(rest, sizeof rest, "\"platform\":\"ios\",\"token\":\"%s\",\"app\":\"demo\"}", tok);
-    struct event *ev = expect_ok(DR(rest));
-    event_free(ev);
-    expect_err(HDR("device.register") "\"device\":\"d\",\"platform\":\"ios\",\"token\":\"abcdef01\",\"app\":\"demo\"}",
+    expect_err(HDR("device.register") "\"device\":\"d\",\"platform\":\"ios\",\"token\":\"" TOK64
+               "\",\"app\":\"demo\"}",
                EVENT_ERR_MISSING, "missing required field 'user'");
-    expect_err(HDR("device.register") "\"user\":\"g\",\"device\":\"d:1\",\"platform\":\"ios\",\"token\":\"abcdef01\",\"app\":\"demo\"}",
+    expect_err(HDR("device.register") "\"user\":\"g\",\"device\":\"d:1\",\"platform\":\"ios\","
+               "\"token\":\"" TOK64 "\",\"app\":\"demo\"}",
                EVENT_ERR_INVALID, "field 'device' must not contain ':'");
 #undef DR
+}
+
+/* device.register with |platform| and |token|: the result code, the reason in |reason|. */
+static int register_with(const char *platform, const char *token)
+{
+    size_t cap = strlen(token) + 512;
+    char *json = xmalloc(cap);
+    snprintf(json, cap, "%s\"user\":\"g\",\"device\":\"d\",\"platform\":\"%s\",\"token\":\"%s\","
+             "\"app\":\"demo\"}", HDR("device.register"), platform, token);
+    struct event *ev = NULL;
+    int rc = parse(json, &ev);
+    if (rc == 0)
+        ASSERT_STR_EQ(token, ev->token);
+    event_free(ev);
+    free(json);
+    return rc;
+}
+
+/* |n| copies of |ch| (static buffer, n < 8192). */
+static const char *rep(char ch, size_t n)
+{
+    static char b[8192];
+    memset(b, ch, n);
+    b[n] = '\0';
+    return b;
+}
+
+TEST(token_rules_ios)
+{
+    ASSERT_EQ_INT(0, register_with("ios", TOK64));
+    ASSERT_EQ_INT(0, register_with("ios", rep('F', 64)));
+    ASSERT_EQ_INT(0, register_with("ios", rep('0', 66)));
+    ASSERT_EQ_INT(0, register_with("ios", rep('a', 200)));
+
+    ASSERT_EQ_INT(EVENT_ERR_INVALID, register_with("ios", rep('a', 62)));
+    ASSERT_STR_CONTAINS(reason, "field 'token' must be 64..200 hex digits for ios, got 62 bytes");
+    ASSERT_EQ_INT(EVENT_ERR_INVALID, register_with("ios", "abcdef01")); /* the old minimum */
+    ASSERT_STR_CONTAINS(reason, "got 8 bytes");
+    ASSERT_EQ_INT(EVENT_ERR_INVALID, register_with("ios", rep('a', 202)));
+    ASSERT_STR_CONTAINS(reason, "got 202 bytes");
+    ASSERT_EQ_INT(EVENT_ERR_INVALID, register_with("ios", ""));
+    ASSERT_STR_CONTAINS(reason, "got 0 bytes");
+    ASSERT_EQ_INT(EVENT_ERR_INVALID, register_with("ios", rep('a', 65)));
+    ASSERT_STR_CONTAINS(reason, "field 'token' must be an even number of hex digits for ios, got 65");
+    ASSERT_EQ_INT(EVENT_ERR_INVALID, register_with("ios", rep('a', 199)));
+    ASSERT_STR_CONTAINS(reason, "even number");
+
+    char t[80];
+    snprintf(t, sizeof t, "%s", TOK64);
+    t[10] = 'g';
+    ASSERT_EQ_INT(EVENT_ERR_INVALID, register_with("ios", t));
+    ASSERT_STR_CONTAINS(reason, "field 'token' must be hex digits for ios (byte 10 is not)");
+    ASSERT(strstr(reason, "a1B2c3d4") == NULL); /* the token is never quoted */
+    t[10] = ' ';
+    ASSERT_EQ_INT(EVENT_ERR_INVALID, register_with("ios", t));
+    ASSERT_STR_CONTAINS(reason, "byte 10 is not");
+    /* An FCM token on an iOS device. */
+    ASSERT_EQ_INT(EVENT_ERR_INVALID,
+                  register_with("ios", "dXhBc2Vfb3RoZXI6:APA91bHun4MxP5egoKMwt2KZFBaFUH-1RYqx"
+                                       "dXhBc2Vfb3RoZXI6APA91bHun4MxP5egoKMwt2KZFB"));
+    ASSERT_STR_CONTAINS(reason, "for ios");
+}
+
+TEST(token_rules_android)
+{
+    /* The shape of real FCM registration tokens (and of the harness's). */
+    ASSERT_EQ_INT(0, register_with("android", "cAbC-dEf_01234567890AB:APA91bH-x_y"
+                                              "z0123456789abcdefghijklmnopqrstuvwxyzABCD"));
+    ASSERT_EQ_INT(0, register_with("android", "x"));
+    ASSERT_EQ_INT(0, register_with("android", "fcm-token.v2:APA91b"));
+    ASSERT_EQ_INT(0, register_with("android", TOK64));
+    ASSERT_EQ_INT(0, register_with("android", rep('Z', 4096)));
+
+    ASSERT_EQ_INT(EVENT_ERR_INVALID, register_with("android", ""));
+    ASSERT_STR_CONTAINS(reason, "field 'token' must be 1..4096 bytes for android, got 0");
+    ASSERT_EQ_INT(EVENT_ERR_INVALID, register_with("android", rep('Z', 4097)));
+    ASSERT_STR_CONTAINS(reason, "got 4097");
+    static const char *const bad[] = { "abc/def", "abc def", "abc+def", "abc=", "a\\u00e5b",
+                                       "a\\tb", "a\\\"b" };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        ASSERT_EQ_INT(EVENT_ERR_INVALID, register_with("android", bad[i]));
+        ASSERT_STR_CONTAINS(reason, "field 'token' must be [A-Za-z0-9_:.-] for android (byte ");
+    }
+    ASSERT_EQ_INT(EVENT_ERR_INVALID, register_with("android", "secretsecret/x"));
+    ASSERT_STR_CONTAINS(reason, "(byte 12 is not)");
+    ASSERT(strstr(reason, "secret") == NULL);
 }
 
 TEST(unregister_and_receipt_rules)
@@ -464,6 +544,280 @@ TEST(unregister_and_receipt_rules)
                "missing required field 'event'");
     expect_err(HDR("receipt.opened") "\"event\":{},\"user\":\"g\",\"device\":\"d\"}",
                EVENT_ERR_INVALID, "field 'event' must be a string");
+}
+
+TEST(preferences_set_valid)
+{
+    struct event *ev = expect_ok(HDR("preferences.set")
+        "\"user\":\"g1\",\"muted\":[\"timetable.changed\",\"message.new\",\"timetable.changed\"],"
+        "\"quiet_hours\":{\"start\":\"21:00\",\"end\":\"07:30\"}}");
+    ASSERT_EQ_INT(EVENT_PREFERENCES_SET, ev->type);
+    ASSERT(!event_is_notification(ev->type));
+    ASSERT_STR_EQ("g1", ev->user);
+    ASSERT_EQ_INT((1u << EVENT_TIMETABLE_CHANGED) | (1u << EVENT_MESSAGE_NEW), ev->muted_mask);
+    ASSERT_EQ_INT(21 * 60, ev->quiet_start_min);
+    ASSERT_EQ_INT(7 * 60 + 30, ev->quiet_end_min);
+    ASSERT_NULL(ev->recipients);
+    event_free(ev);
+
+    /* Absent: nothing muted, no quiet hours. */
+    ev = expect_ok(HDR("preferences.set") "\"user\":\"g1\"}");
+    ASSERT_EQ_INT(0, ev->muted_mask);
+    ASSERT_EQ_INT(-1, ev->quiet_start_min);
+    ASSERT_EQ_INT(-1, ev->quiet_end_min);
+    event_free(ev);
+    /* null is the same as absent; an empty list mutes nothing. */
+    ev = expect_ok(HDR("preferences.set") "\"user\":\"g1\",\"muted\":null,\"quiet_hours\":null}");
+    ASSERT_EQ_INT(0, ev->muted_mask);
+    ASSERT_EQ_INT(-1, ev->quiet_start_min);
+    event_free(ev);
+    ev = expect_ok(HDR("preferences.set") "\"user\":\"g1\",\"muted\":[]}");
+    ASSERT_EQ_INT(0, ev->muted_mask);
+    event_free(ev);
+
+    /* Every notification type can be muted (absence.alert too: accepted, the
+     * daemon still delivers it). Quiet hours need not wrap midnight. */
+    ev = expect_ok(HDR("preferences.set") "\"user\":\"g1\",\"muted\":[\"message.new\","
+                   "\"absence.reported\",\"absence.alert\",\"leave.decided\",\"timetable.changed\"],"
+                   "\"quiet_hours\":{\"start\":\"00:00\",\"end\":\"23:59\"}}");
+    ASSERT_EQ_INT(0x1f, ev->muted_mask);
+    ASSERT(ev->muted_mask & (1u << EVENT_ABSENCE_ALERT));
+    ASSERT_EQ_INT(0, ev->quiet_start_min);
+    ASSERT_EQ_INT(23 * 60 + 59, ev->quiet_end_min);
+    event_free(ev);
+
+    /* Other types leave the preference fields empty. */
+    ev = expect_ok(HDR("device.unregister") "\"user\":\"g\",\"device\":\"d\","
+                   "\"muted\":[\"message.new\"],\"quiet_hours\":{\"start\":\"21:00\",\"end\":\"07:00\"}}");
+    ASSERT_EQ_INT(0, ev->muted_mask);
+    ASSERT_EQ_INT(-1, ev->quiet_start_min);
+    ASSERT_EQ_INT(-1, ev->quiet_end_min);
+    event_free(ev);
+}
+
+TEST(preferences_set_rules)
+{
+    const char *h = HDR("preferences.set") "\"user\":\"g\",";
+    char buf[1024];
+#define PS(rest) (snprintf(buf, sizeof buf, "%s%s", h, rest), buf)
+    expect_err(HDR("preferences.set") "\"muted\":[]}", EVENT_ERR_MISSING,
+               "missing required field 'user'");
+    expect_err(HDR("preferences.set") "\"user\":\"a:b\"}", EVENT_ERR_INVALID,
+               "field 'user' must not contain ':'");
+    expect_err(HDR("preferences.set") "\"user\":7}", EVENT_ERR_INVALID,
+               "field 'user' must be a string");
+
+    expect_err(PS("\"muted\":\"message.new\"}"), EVENT_ERR_INVALID,
+               "field 'muted' must be an array of notification types");
+    expect_err(PS("\"muted\":{}}"), EVENT_ERR_INVALID, "field 'muted' must be an array");
+    expect_err(PS("\"muted\":[\"message.new\",3]}"), EVENT_ERR_INVALID,
+               "field 'muted[1]' must be a string");
+    expect_err(PS("\"muted\":[null]}"), EVENT_ERR_INVALID, "field 'muted[0]' must be a string");
+    expect_err(PS("\"muted\":[\"message.nwe\"]}"), EVENT_ERR_INVALID,
+               "field 'muted[0]' must be a notification type (message.new, absence.reported, "
+               "absence.alert, leave.decided, timetable.changed), got 'message.nwe'");
+    expect_err(PS("\"muted\":[\"message.new\",\"device.register\"]}"), EVENT_ERR_INVALID,
+               "field 'muted[1]' must be a notification type");
+    expect_err(PS("\"muted\":[\"user.erase\"]}"), EVENT_ERR_INVALID, "got 'user.erase'");
+    expect_err(PS("\"muted\":[\"Message.New\"]}"), EVENT_ERR_INVALID, "'muted[0]'");
+
+    expect_err(PS("\"quiet_hours\":\"21:00-07:00\"}"), EVENT_ERR_INVALID,
+               "field 'quiet_hours' must be an object {start, end} or null");
+    expect_err(PS("\"quiet_hours\":[\"21:00\",\"07:00\"]}"), EVENT_ERR_INVALID,
+               "field 'quiet_hours' must be an object");
+    expect_err(PS("\"quiet_hours\":{\"end\":\"07:00\"}}"), EVENT_ERR_MISSING,
+               "missing required field 'quiet_hours.start'");
+    expect_err(PS("\"quiet_hours\":{\"start\":\"21:00\"}}"), EVENT_ERR_MISSING,
+               "missing required field 'quiet_hours.end'");
+    expect_err(PS("\"quiet_hours\":{\"start\":\"21:00\",\"end\":null}}"), EVENT_ERR_INVALID,
+               "field 'quiet_hours.end' must be a string");
+    expect_err(PS("\"quiet_hours\":{\"start\":2100,\"end\":\"07:00\"}}"), EVENT_ERR_INVALID,
+               "field 'quiet_hours.start' must be a string");
+    static const char *const bad_times[] = { "24:00", "21:60", "7:00", "07:0", "07.00", "",
+                                             "07:00:00", "ab:cd", " 7:00" };
+    for (size_t i = 0; i < sizeof bad_times / sizeof bad_times[0]; i++) {
+        char rest[128];
+        snprintf(rest, sizeof rest, "\"quiet_hours\":{\"start\":\"21:00\",\"end\":\"%s\"}}",
+                 bad_times[i]);
+        expect_err(PS(rest), EVENT_ERR_INVALID, "field 'quiet_hours.end' must be a time HH:MM");
+    }
+    expect_err(PS("\"quiet_hours\":{\"start\":\"22:15\",\"end\":\"22:15\"}}"), EVENT_ERR_INVALID,
+               "field 'quiet_hours' must have start != end (both are 22:15)");
+#undef PS
+}
+
+TEST(user_erase)
+{
+    struct event *ev = expect_ok(HDR("user.erase") "\"user\":\"guardian-17\"}");
+    ASSERT_EQ_INT(EVENT_USER_ERASE, ev->type);
+    ASSERT(!event_is_notification(ev->type));
+    ASSERT_STR_EQ("guardian-17", ev->user);
+    ASSERT_NULL(ev->device);
+    ASSERT_NULL(ev->recipients);
+    ASSERT_EQ_INT(0, ev->muted_mask);
+    ASSERT_EQ_INT(-1, ev->quiet_start_min);
+    event_free(ev);
+    expect_err(HDR("user.erase") "\"device\":\"d\"}", EVENT_ERR_MISSING,
+               "missing required field 'user'");
+    expect_err(HDR("user.erase") "\"user\":\"\"}", EVENT_ERR_INVALID,
+               "field 'user' must be 1..128 bytes, got 0");
+    expect_err(HDR("user.erase") "\"user\":\"g:1\"}", EVENT_ERR_INVALID,
+               "field 'user' must not contain ':'");
+    expect_err(HDR("user.erase") "\"user\":[\"g\"]}", EVENT_ERR_INVALID,
+               "field 'user' must be a string");
+}
+
+TEST(type_table)
+{
+    static const char *const names[] = { "message.new", "absence.reported", "absence.alert",
+        "leave.decided", "timetable.changed", "device.register", "device.unregister",
+        "receipt.opened", "preferences.set", "user.erase" };
+    ASSERT_EQ_INT(EVENT_TYPE_COUNT, sizeof names / sizeof names[0]);
+    for (int t = 0; t < EVENT_TYPE_COUNT; t++) {
+        ASSERT_STR_EQ(names[t], event_type_name((enum event_type)t));
+        ASSERT_EQ_INT(t, event_type_from_name(names[t]));
+        ASSERT_EQ_INT(t <= EVENT_TIMETABLE_CHANGED, event_is_notification((enum event_type)t));
+    }
+    ASSERT_EQ_INT(EVENT_RECEIPT_OPENED + 1, EVENT_PREFERENCES_SET);
+    ASSERT_EQ_INT(EVENT_PREFERENCES_SET + 1, EVENT_USER_ERASE);
+    ASSERT(!event_is_notification(EVENT_TYPE_COUNT));
+    ASSERT(!event_is_notification((enum event_type)-1));
+    ASSERT_NULL(event_type_name((enum event_type)-1));
+    ASSERT_EQ_INT(-1, event_type_from_name("preferences"));
+    ASSERT_EQ_INT(-1, event_type_from_name(NULL));
+}
+
+/*
+ * Unknown fields are ignored for every type, at the top level and inside
+ * the objects the contract defines (recipients, quiet_hours).
+ */
+TEST(unknown_fields_ignored_every_type)
+{
+#define X "\"zz_future\":{\"a\":[1,null,{\"b\":\"c\"}]},\"x-extra\":\"\\u0007\",\"n\":-1.5,"
+    static const char *const evs[] = {
+        HDR("message.new") X "\"recipients\":[\"u1\",{\"user\":\"u2\",\"badge\":1,\"extra\":true}],"
+            "\"thread\":\"t\",\"sender_name\":\"K\",\"school_name\":\"S\"}",
+        HDR("absence.reported") X "\"recipients\":[\"u\"],\"student\":\"s\",\"student_name\":\"O\","
+            "\"date\":\"2026-11-28\",\"kind\":\"day\",\"reported_by\":\"g\",\"reason\":\"x\"}",
+        HDR("absence.alert") X "\"recipients\":[\"u\"],\"student\":\"s\",\"student_name\":\"O\","
+            "\"date\":\"2026-11-28\"}",
+        HDR("leave.decided") X "\"recipients\":[\"u\"],\"student\":\"s\",\"student_name\":\"O\","
+            "\"from\":\"2026-12-01\",\"to\":\"2026-12-02\",\"decision\":\"approved\"}",
+        HDR("timetable.changed") X "\"recipients\":[\"u\"],\"student_name\":\"O\","
+            "\"date\":\"2026-11-30\",\"summary\":\"s\"}",
+        HDR("device.register") X "\"user\":\"g\",\"device\":\"d\",\"platform\":\"ios\","
+            "\"token\":\"" TOK64 "\",\"app\":\"demo\",\"os_version\":\"17.1\"}",
+        HDR("device.unregister") X "\"user\":\"g\",\"device\":\"d\"}",
+        HDR("receipt.opened") X "\"event\":\"e\",\"user\":\"g\",\"device\":\"d\",\"action\":\"tap\"}",
+        HDR("preferences.set") X "\"user\":\"g\",\"muted\":[\"message.new\"],"
+            "\"quiet_hours\":{\"start\":\"21:00\",\"end\":\"07:00\",\"tz\":\"Europe/Oslo\"}}",
+        HDR("user.erase") X "\"user\":\"g\",\"requested_by\":\"admin-1\"}",
+    };
+#undef X
+    ASSERT_EQ_INT(EVENT_TYPE_COUNT, sizeof evs / sizeof evs[0]);
+    for (size_t i = 0; i < sizeof evs / sizeof evs[0]; i++) {
+        struct event *ev = expect_ok(evs[i]);
+        ASSERT_EQ_INT(i, ev->type);
+        event_free(ev);
+    }
+}
+
+/* Read all of |path| (NUL-terminated) into a new buffer; NULL on failure. */
+static char *slurp(const char *path, size_t *len)
+{
+    FILE *fp = fopen(path, "rb");
+    if (fp == NULL)
+        return NULL;
+    size_t cap = 4096, n = 0, r;
+    char *buf = xmalloc(cap);
+    while ((r = fread(buf + n, 1, cap - n - 1, fp)) > 0) {
+        n += r;
+        if (cap - n - 1 == 0) {
+            cap *= 2;
+            buf = xrealloc(buf, cap);
+        }
+    }
+    fclose(fp);
+    buf[n] = '\0';
+    *len = n;
+    return buf;
+}
+
+/*
+ * Every ```json block of docs/events.md (the tests run from the repo root)
+ * parses, and together they show every type.
+ */
+TEST(docs_examples_parse)
+{
+    size_t len;
+    char *md = slurp("docs/events.md", &len);
+    if (md == NULL)
+        TEST_FAIL_("cannot read docs/events.md (run from the repo root)");
+    unsigned seen = 0;
+    int blocks = 0;
+    for (char *p = md; (p = strstr(p, "```json\n")) != NULL;) {
+        p += 8;
+        char *end = strstr(p, "\n```");
+        if (end == NULL)
+            TEST_FAIL_("docs/events.md: a ```json block is not closed");
+        struct event *ev = NULL;
+        int rc = event_parse(p, (size_t)(end - p), &ev, reason, sizeof reason);
+        if (rc != 0)
+            TEST_FAIL_("docs/events.md example %d rejected: %s (%s):\n%.*s", blocks + 1,
+                       event_error_code(rc), reason, (int)(end - p), p);
+        if (seen & (1u << ev->type))
+            fprintf(stderr, "  note: docs/events.md shows %s twice\n", event_type_name(ev->type));
+        seen |= 1u << ev->type;
+        event_free(ev);
+        blocks++;
+        p = end + 4;
+    }
+    for (int t = 0; t < EVENT_TYPE_COUNT; t++)
+        if (!(seen & (1u << t)))
+            TEST_FAIL_("docs/events.md has no ```json example of %s",
+                       event_type_name((enum event_type)t));
+    ASSERT_EQ_INT((1u << EVENT_TYPE_COUNT) - 1, seen);
+    ASSERT(blocks >= EVENT_TYPE_COUNT);
+    free(md);
+}
+
+/*
+ * tests/schema/invalid/CODE--what.json: whole events with one defect each,
+ * which tests/schema/test_schema.py rejects with docs/events.schema.json.
+ * The parser must reject each with the code its name starts with.
+ */
+TEST(schema_invalid_examples_rejected)
+{
+    const char *dirpath = "tests/schema/invalid";
+    DIR *dir = opendir(dirpath);
+    if (dir == NULL)
+        TEST_FAIL_("cannot open %s (run from the repo root)", dirpath);
+    int n = 0;
+    struct dirent *de;
+    while ((de = readdir(dir)) != NULL) {
+        size_t nl = strlen(de->d_name);
+        if (nl < 6 || strcmp(de->d_name + nl - 5, ".json") != 0)
+            continue;
+        const char *sep = strstr(de->d_name, "--");
+        if (sep == NULL)
+            TEST_FAIL_("%s/%s: the name must be CODE--what.json", dirpath, de->d_name);
+        char code[32], path[512];
+        snprintf(code, sizeof code, "%.*s", (int)(sep - de->d_name), de->d_name);
+        snprintf(path, sizeof path, "%s/%s", dirpath, de->d_name);
+        size_t len;
+        char *json = slurp(path, &len);
+        ASSERT_NOT_NULL(json);
+        struct event *ev = NULL;
+        int rc = event_parse(json, len, &ev, reason, sizeof reason);
+        if (rc == 0)
+            TEST_FAIL_("%s: accepted, expected %s", path, code);
+        if (strcmp(code, event_error_code(rc)) != 0)
+            TEST_FAIL_("%s: expected %s, got %s (%s)", path, code, event_error_code(rc), reason);
+        free(json);
+        n++;
+    }
+    closedir(dir);
+    ASSERT(n >= 15);
 }
 
 TEST(error_codes)
@@ -487,4 +841,7 @@ TEST_MAIN(T(message_new_valid), T(absence_reported_valid), T(absence_alert_valid
           T(device_unregister_and_receipt_valid), T(invalid_json), T(not_an_object),
           T(too_large), T(version), T(unknown_type), T(common_fields), T(recipients_rules),
           T(recipients_limit), T(per_type_required_fields), T(device_register_rules),
-          T(unregister_and_receipt_rules), T(error_codes))
+          T(token_rules_ios), T(token_rules_android), T(unregister_and_receipt_rules),
+          T(preferences_set_valid), T(preferences_set_rules), T(user_erase), T(type_table),
+          T(unknown_fields_ignored_every_type), T(docs_examples_parse),
+          T(schema_invalid_examples_rejected), T(error_codes))
