@@ -28,13 +28,14 @@ $CC -std=gnu11 -D_GNU_SOURCE -I. $(pkg-config --cflags libcjson inih openssl) \
 "$tmp/dump" | cut -f1,2 >"$tmp/table"          # "section<TAB>key"
 [ -s "$tmp/table" ] || { echo "check-config-docs: empty key table" >&2; exit 1; }
 
-# Keys in the example, as "section<TAB>key": "[app X]" counts as "app NAME";
+# Keys in the example, as "section<TAB>key": "[app X]" counts as "app NAME" (and "[tenant X]" as "tenant NAME");
 # commented-out keys count when written ";key = value" (no blank after the
 # ';', so prose comments such as "; redis://..." are not mistaken for keys).
 awk '
     /^[ \t]*\[/ {
         s = $0; sub(/^[ \t]*\[[ \t]*/, "", s); sub(/[ \t]*\].*$/, "", s)
         if (s ~ /^app[ \t]/) s = "app NAME"
+        if (s ~ /^tenant[ \t]/) s = "tenant NAME"
         sect = s; next
     }
     /^[ \t]*[a-z_0-9]+[ \t]*[=:]/ || /^[ \t]*[;#][a-z_0-9]+[ \t]*=/ {

@@ -11,6 +11,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/util.h"
 
@@ -74,8 +75,21 @@ int ctl_cmd_devices(struct ctl *c, int argc, char **argv)
     cJSON *arr = cJSON_AddArrayToObject(doc, "devices");
     struct ctl_table *t = ctl_table_new(7, (const char *const[]){
         "DEVICE", "PLATFORM", "APP", "ENVIRONMENT", "LOCALE", "TOKEN", "UPDATED" });
+    size_t shown_devs = 0;
     for (size_t i = 0; i < n; i++) {
         const redisReply *f = devs->element[2 * i], *v = devs->element[2 * i + 1];
+        if (f->len > 0 && f->str[0] == ':') {
+            /* ":prefs" (device ids never start with ':'): the preferences */
+            if (strcmp(f->str, ":prefs") == 0) {
+                cJSON *p = cJSON_ParseWithLength(v->str, v->len);
+                if (p)
+                    cJSON_AddItemToObject(doc, "preferences", p);
+                if (!c->o.json)
+                    printf("%s/%s preferences: %.*s\n", tenant, user, (int)v->len, v->str);
+            }
+            continue;
+        }
+        shown_devs++;
         cJSON *rec = cJSON_ParseWithLength(v->str, v->len);
         cJSON *o = cJSON_CreateObject();
         cJSON_AddItemToObject(o, "device", ctl_json_str(f->str, f->len));
@@ -125,14 +139,16 @@ int ctl_cmd_devices(struct ctl *c, int argc, char **argv)
         ctl_table_free(tg);
     } else {
         cJSON_Delete(doc);
-        if (n) {
-            printf("%s/%s: %zu device%s\n\n", tenant, user, n, n == 1 ? "" : "s");
+        if (shown_devs) {
+            printf("%s/%s: %zu device%s\n\n", tenant, user, shown_devs,
+                   shown_devs == 1 ? "" : "s");
             ctl_table_print(t, stdout, 0);
         } else {
             ctl_table_free(t);
         }
         if (ng) {
-            printf("%sremoved or logged out (tombstones, kept 30 days):\n", n ? "\n" : "");
+            printf("%sremoved or logged out (tombstones, kept 30 days):\n",
+                   shown_devs ? "\n" : "");
             ctl_table_print(tg, stdout, 2);
         } else {
             ctl_table_free(tg);
@@ -159,6 +175,7 @@ static const char purge_lua[] =
     "local out = {}\n"
     "for i = 1, #all, 2 do\n"
     "  local dev, raw = all[i], all[i + 1]\n"
+    "  if string.sub(dev, 1, 1) ~= ':' then\n"
     "  local plat, app, tok, idx = '', '', '', 0\n"
     "  local ok, c = pcall(cjson.decode, raw)\n"
     "  if ok and type(c) == 'table' then\n"
@@ -181,6 +198,7 @@ static const char purge_lua[] =
     "  local g = tonumber(redis.call('HGET', KEYS[2], dev) or '0') or 0\n"
     "  if g < now then redis.call('HSET', KEYS[2], dev, ARGV[4]) end\n"
     "  out[#out + 1] = {dev, plat, app, string.sub(tok, 1, 8), idx}\n"
+    "  end\n"
     "end\n"
     "if #all > 0 then\n"
     "  redis.call('DEL', KEYS[1])\n"
@@ -248,6 +266,37 @@ int ctl_cmd_tokens(struct ctl *c, int argc, char **argv)
     }
     size_t n = r->elements;
     freeReplyObject(r);
+    /* The rest of the guardian's data (preferences, statuses, held and
+     * scheduled deliveries) is erased by varseld: publish user.erase. */
+    char eid[64], uid[37], at[40];
+    uuid_v4(uid);
+    snprintf(eid, sizeof eid, "erase-%s", uid);
+    time_t secs = (time_t)(now_ms() / 1000);
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    strftime(at, sizeof at, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    cJSON *eo = cJSON_CreateObject();
+    cJSON_AddNumberToObject(eo, "v", 1);
+    cJSON_AddStringToObject(eo, "id", eid);
+    cJSON_AddStringToObject(eo, "type", "user.erase");
+    cJSON_AddStringToObject(eo, "tenant", tenant);
+    cJSON_AddStringToObject(eo, "occurred_at", at);
+    cJSON_AddStringToObject(eo, "user", user);
+    char *ev = cJSON_PrintUnformatted(eo);
+    cJSON_Delete(eo);
+    const char *xa[] = { "XADD", c->stream, "*", "event", ev };
+    redisReply *xr = ctl_cmd(c, true, 5, xa, NULL);
+    cJSON_free(ev);
+    bool queued = xr && xr->type == REDIS_REPLY_STRING;
+    if (xr)
+        freeReplyObject(xr);
+    cJSON_AddBoolToObject(doc, "erase_queued", queued);
+    if (!queued)
+        ctl_err("tokens purge: could not publish user.erase to %s; preferences, statuses "
+                "and held deliveries were not erased", c->stream);
+    else if (!c->o.json)
+        printf("user.erase for %s/%s published to %s (preferences, statuses and held or "
+               "scheduled deliveries follow)\n", tenant, user, c->stream);
     if (c->o.json) {
         ctl_print_json(doc);
         ctl_table_free(t);

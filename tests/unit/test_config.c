@@ -226,7 +226,7 @@ TEST(error_format_names_file_line_key)
                "2: [redis] stream: must not contain spaces or control characters, got \"a b\"");
     expect_err("log_level = info\n" APP_APNS, "1: key 'log_level' is outside any section");
     expect_err("[reddis]\n" APP_APNS,
-               "1: unknown section [reddis] (expected daemon, redis, tls, delivery, admin or app NAME)");
+               "1: unknown section [reddis] (expected daemon, redis, tls, delivery, admin, app NAME or tenant NAME)");
     expect_err("[redis\n" APP_APNS, "1: expected ']' to close the section header");
     expect_err("[redis] x\n" APP_APNS, "1: unexpected text after the section header");
     expect_err("[redis]\njust words\n" APP_APNS,
@@ -483,8 +483,80 @@ TEST(dump_keys_lists_table)
     int lines = 0;
     for (char *p = buf; *p; p++)
         lines += *p == '\n';
-    ASSERT_EQ_INT(37, lines);
+    ASSERT_EQ_INT(46, lines);
     free(buf);
+}
+
+/* [tenant NAME] sections: defaults, per-tenant values, errors, lookup. */
+TEST(tenants)
+{
+    setup();
+    struct config *cfg = load_ok(APP_APNS "[tenant oslo]\ndefault_locale = nn\n"
+                                 "message_preview = on\ntimezone = Europe/London\n"
+                                 "school_day_end = 15:30\nescalate_after_s = 120\n"
+                                 "[tenant bergen]\n");
+    ASSERT_EQ_INT(2, cfg->n_tenants);
+    const struct config_tenant *t = config_find_tenant(cfg, "oslo");
+    ASSERT_STR_EQ("oslo", t->name);
+    ASSERT_STR_EQ("nn", config_locales[t->default_locale]);
+    ASSERT(t->message_preview);
+    ASSERT_STR_EQ("Europe/London", t->timezone);
+    ASSERT_EQ_INT(15 * 60 + 30, t->school_day_end_min);
+    ASSERT_EQ_INT(120, t->escalate_after_s);
+    t = config_find_tenant(cfg, "bergen");
+    ASSERT_STR_EQ("nb", config_locales[t->default_locale]);
+    ASSERT(!t->message_preview);
+    ASSERT_STR_EQ("Europe/Oslo", t->timezone);
+    ASSERT_EQ_INT(16 * 60, t->school_day_end_min);
+    ASSERT_EQ_INT(300, t->escalate_after_s);
+    t = config_find_tenant(cfg, "unknown");
+    ASSERT_STR_EQ("*", t->name);
+    ASSERT_STR_EQ("Europe/Oslo", t->timezone);
+    ASSERT(!t->message_preview);
+    config_free(cfg);
+    expect_err("[tenant Oslo]\n", "1: [tenant Oslo]: tenant name must match "
+               "[a-z0-9][a-z0-9_-]{0,63} (the events' tenant slug)");
+    expect_err("[tenant]\n", "1: [tenant] needs a name: [tenant NAME]");
+    expect_err("[tenant oslo]\ntimezone = Mars/Olympus\n", "2: [tenant oslo] timezone: unknown "
+               "time zone \"Mars/Olympus\" (expected a name such as Europe/Oslo from "
+               "/usr/share/zoneinfo)");
+    expect_err("[tenant oslo]\ntimezone = ../../etc/passwd\n", "2: [tenant oslo] timezone: "
+               "unknown time zone \"../../etc/passwd\" (expected a name such as Europe/Oslo "
+               "from /usr/share/zoneinfo)");
+    expect_err("[tenant oslo]\nschool_day_end = 25:00\n",
+               "2: [tenant oslo] school_day_end: expected a time HH:MM (00:00..23:59), got "
+               "\"25:00\"");
+    expect_err("[tenant oslo]\ndefault_locale = de\n",
+               "2: [tenant oslo] default_locale: expected one of nb/nn/en, got \"de\"");
+    expect_err("[tenant oslo]\nescalate_after_s = 5\n",
+               "2: [tenant oslo] escalate_after_s: must be between 10 and 86400, got 5");
+    expect_err("[tenant oslo]\nmessage_preview = on\nmessage_preview = off\n",
+               "3: [tenant oslo] message_preview: duplicate key (first set on line 2)");
+}
+
+/* [redis] streams and urgent_stream. */
+TEST(streams)
+{
+    setup();
+    struct config *cfg = load_ok(APP_APNS);
+    ASSERT_EQ_INT(1, cfg->redis.n_streams);
+    ASSERT_STR_EQ("varsel:events", cfg->redis.stream_list[0]);
+    ASSERT_STR_EQ("varsel:urgent", cfg->redis.urgent_stream);
+    config_free(cfg);
+    cfg = load_ok(APP_APNS "[redis]\nstreams = ev:north,ev:south,ev:west\nurgent_stream =\n");
+    ASSERT_EQ_INT(3, cfg->redis.n_streams);
+    ASSERT_STR_EQ("ev:north", cfg->redis.stream_list[0]);
+    ASSERT_STR_EQ("ev:west", cfg->redis.stream_list[2]);
+    ASSERT_STR_EQ("ev:north", cfg->redis.stream);
+    ASSERT_STR_EQ("", cfg->redis.urgent_stream);
+    config_free(cfg);
+    expect_err("[redis]\nstreams = a,,b\n", "2: [redis] streams: expected stream names "
+               "separated by commas (each 1..512 characters)");
+    expect_err("[redis]\nstreams = a,b,a\n", "2: [redis] streams: stream \"a\" is listed twice");
+    expect_err("[redis]\nstreams = a,varsel:urgent\n",
+               "2: [redis] streams: \"varsel:urgent\" is also the urgent_stream");
+    expect_err("[redis]\nstream = a\nstreams = b\n",
+               "3: [redis] streams: set either stream or streams, not both");
 }
 
 /* The shipped example loads once its key files exist (run from the repo root). */
@@ -539,4 +611,5 @@ TEST(url_parse)
 TEST_MAIN(T(defaults), T(every_key_set), T(templates_dir_beside_config),
           T(error_format_names_file_line_key), T(file_errors_name_path), T(line_length_limit),
           T(syntax_variants), T(redis_urls), T(apps_rules), T(service_account_file),
-          T(reload_check), T(dump_keys_lists_table), T(example_file_loads), T(url_parse))
+          T(reload_check), T(dump_keys_lists_table), T(example_file_loads), T(url_parse),
+          T(tenants), T(streams))
