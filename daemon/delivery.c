@@ -217,6 +217,7 @@ static void build_body(struct delivery *d, const struct event *ev, int badge,
              * shown; for every other type a replay replaces, not stacks. */
             .collapse_key = ev->type == EVENT_MESSAGE_NEW && ev->thread ? ev->thread : ev->id,
             .channel_id = fcm_message_channel(d->event_type),
+            .badge = badge,
         };
         if (fcm_message_build(&n, BODY_MAX, buf, sizeof buf, &len) != 0) {
             d->build_error = "message does not fit 4096 bytes";

@@ -61,11 +61,16 @@ static void write_message(struct apns_payload_writer *w, const struct fcm_notifi
     put_kv(w, &sep, "collapse_key", n->collapse_key);
     bool tag = n->collapse_key && n->collapse_key[0];
     bool channel = n->channel_id && n->channel_id[0];
-    if (tag || channel) {
+    if (tag || channel || n->badge > 0) {
         sep = "";
         apns_payload_put_lit(w, ",\"notification\":{");
         put_kv(w, &sep, "tag", n->collapse_key);
         put_kv(w, &sep, "channel_id", n->channel_id);
+        if (n->badge > 0) {
+            char b[48];
+            snprintf(b, sizeof b, "%s\"notification_count\":%d", sep, n->badge);
+            apns_payload_put_lit(w, b);
+        }
         apns_payload_put_lit(w, "}");
     }
     apns_payload_put_lit(w, "}}}");

@@ -27,6 +27,8 @@ struct fcm_notification {
     int64_t ttl_s;              /* android.ttl "<N>s"; < 0 = left out; capped at 28 days */
     const char *collapse_key;   /* android.collapse_key and notification.tag; NULL = none */
     const char *channel_id;     /* android.notification.channel_id; NULL = none */
+    int badge;                  /* android.notification.notification_count (the
+                                   unread count the launcher may show); <= 0 = none */
 };
 
 /*
