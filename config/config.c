@@ -135,6 +135,10 @@ static const struct key keys[] = {
       100, 1000000000, NULL, "approximate cap (MAXLEN ~) of the receipts stream" },
     { SEC_REDIS, "dead_maxlen", K_INT, G(redis.dead_maxlen), "100000", NULL, false, 100,
       1000000000, NULL, "approximate cap (MAXLEN ~) of the dead-letter stream" },
+    { SEC_REDIS, "dead_payload_ttl_s", K_INT, G(redis.dead_payload_ttl_s), "604800", NULL,
+      false, 0, 31536000, "seconds",
+      "how long the original of a dead letter (which may hold names and text) is kept "
+      "for replay; the dead letter itself holds ids only; 0 = not kept" },
     { SEC_REDIS, "escalations_maxlen", K_INT, G(redis.escalations_maxlen), "100000", NULL,
       false, 100, 1000000000, NULL, "approximate cap (MAXLEN ~) of the escalations stream" },
     { SEC_REDIS, "trim_interval_ms", K_INT, G(redis.trim_interval_ms), "10000", NULL,

@@ -55,6 +55,7 @@ struct config_redis {
     int64_t receipts_maxlen;    /* MAXLEN ~ of the receipts stream */
     int64_t dead_maxlen;        /* MAXLEN ~ of the dead-letter stream */
     int64_t escalations_maxlen; /* MAXLEN ~ of the escalations stream */
+    int64_t dead_payload_ttl_s; /* how long a dead letter's original is kept for replay */
     int64_t trim_interval_ms;   /* XTRIM MINID of the events stream, 0 = never */
 };
 

@@ -729,6 +729,7 @@ int main(int argc, char **argv)
         .receipts_maxlen = (long)r->receipts_maxlen,
         .dead_maxlen = (long)r->dead_maxlen,
         .escalations_maxlen = (long)r->escalations_maxlen,
+        .dead_payload_ttl_s = r->dead_payload_ttl_s,
         .token_max_age_ms = d.cfg->daemon.token_max_age_days * 86400000LL,
         .trim_interval_ms = r->trim_interval_ms,
         .inflight_window = (size_t)d.cfg->delivery.inflight_window,

@@ -301,6 +301,12 @@ static void on_dead_written(redisAsyncContext *ac, void *r, void *priv)
         job_release(j);
 }
 
+/*
+ * Dead letters hold ids only: the entry's fields are copied redacted
+ * (event_redact), and the original is kept beside them for replay under
+ * <prefix>dead:payload:STREAM:ID (named by the field original_key) for
+ * dead_payload_ttl_s, then expires.
+ */
 static void job_dead_letter(struct job *j, const char *code, const char *reason)
 {
     struct pipeline *pl = j->pl;
@@ -309,9 +315,47 @@ static void job_dead_letter(struct job *j, const char *code, const char *reason)
     stats_add(STATS_DEAD_LETTERS, v, 1);
     log_warn_kv("pipeline", LOG_KV("entry", j->entry.id, "code", code),
                 "dead letter %s: %s: %s", j->entry.id, code, reason);
-    if (stream_dead_letter(pl->cmd, pl->dead_stream, pl->cfg.dead_maxlen, j->src->key,
-                           pl->cfg.consumer, &j->entry, code, reason,
-                           on_dead_written, j) == 0)
+    struct stream_entry red = { .id = j->entry.id, .ms = j->entry.ms };
+    red.fields = xcalloc(j->entry.n_fields + 1, sizeof *red.fields);
+    char *payload_key = NULL;
+    const struct stream_field *orig = stream_entry_field(&j->entry, "event");
+    if (orig && pl->cfg.dead_payload_ttl_s > 0) {
+        size_t n = strlen(pl->cfg.prefix) + strlen(j->src->key) + strlen(j->entry.id) + 20;
+        payload_key = xmalloc(n);
+        snprintf(payload_key, n, "%sdead:payload:%s:%s", pl->cfg.prefix, j->src->key,
+                 j->entry.id);
+        char ttl[24];
+        snprintf(ttl, sizeof ttl, "%lld", (long long)pl->cfg.dead_payload_ttl_s);
+        const char *argv[] = { "SET", payload_key, orig->value, "EX", ttl };
+        size_t lens[] = { 3, strlen(payload_key), orig->len, 2, strlen(ttl) };
+        redis_conn_cmd_argv(pl->cmd, NULL, NULL, 5, argv, lens);
+    }
+    for (size_t i = 0; i < j->entry.n_fields; i++) {
+        const struct stream_field *f = &j->entry.fields[i];
+        red.fields[i].name = f->name;
+        if (strcmp(f->name, "event") == 0) {
+            red.fields[i].value = event_redact(f->value, f->len);
+        } else {
+            char buf[64];
+            snprintf(buf, sizeof buf, "<redacted: %zu bytes>", f->len);
+            red.fields[i].value = xstrdup(buf);
+        }
+        red.fields[i].len = strlen(red.fields[i].value);
+        red.n_fields++;
+    }
+    if (payload_key) {
+        red.fields[red.n_fields].name = "original_key";
+        red.fields[red.n_fields].value = payload_key;
+        red.fields[red.n_fields].len = strlen(payload_key);
+        red.n_fields++;
+    }
+    int rc = stream_dead_letter(pl->cmd, pl->dead_stream, pl->cfg.dead_maxlen, j->src->key,
+                                pl->cfg.consumer, &red, code, reason, on_dead_written, j);
+    for (size_t i = 0; i < j->entry.n_fields; i++)
+        free(red.fields[i].value);
+    free(red.fields);
+    free(payload_key);
+    if (rc == 0)
         j->refs++;
     else
         job_release(j);

@@ -38,6 +38,7 @@ struct pipeline_config {
     long claim_idle_ms;
     int status_ttl_s;
     long receipts_maxlen, dead_maxlen, escalations_maxlen;
+    int64_t dead_payload_ttl_s;  /* originals of dead letters, for replay; 0 = not kept */
     int64_t token_max_age_ms;    /* device age sweep: 0 = never */
     int64_t trim_interval_ms;    /* 0 = never trim the events stream */
     size_t inflight_window;      /* deliveries in flight at most */

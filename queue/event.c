@@ -806,3 +806,58 @@ out:
     *out = ev;
     return 0;
 }
+
+/* ---- redaction for dead letters --------------------------------------------- */
+
+/* Fields whose values are ids, enums, dates or counts: kept as they are. */
+static const char *const keep_fields[] = {
+    "v", "id", "type", "tenant", "occurred_at", "ttl_s", "priority", "recipients",
+    "thread", "student", "reported_by", "date", "kind", "from", "to", "decision",
+    "user", "device", "platform", "app", "locale", "environment", "event", "muted",
+    "quiet_hours",
+};
+
+static cJSON *redacted_value(const cJSON *v)
+{
+    char buf[64];
+    if (cJSON_IsString(v))
+        snprintf(buf, sizeof buf, "<redacted: %zu bytes>", strlen(v->valuestring));
+    else
+        snprintf(buf, sizeof buf, "<redacted>");
+    return cJSON_CreateString(buf);
+}
+
+char *event_redact(const char *json, size_t len)
+{
+    cJSON *o = len <= EVENT_MAX_BYTES ? cJSON_ParseWithLength(json, len) : NULL;
+    if (!cJSON_IsObject(o)) {
+        cJSON_Delete(o);
+        char buf[80];
+        snprintf(buf, sizeof buf, "<not a JSON object: %zu bytes>", len);
+        return xstrdup(buf);
+    }
+    cJSON *out = cJSON_CreateObject();
+    const cJSON *it;
+    cJSON_ArrayForEach(it, o) {
+        if (it->string == NULL)
+            continue;
+        bool keep = false;
+        for (size_t i = 0; i < sizeof keep_fields / sizeof keep_fields[0] && !keep; i++)
+            keep = strcmp(it->string, keep_fields[i]) == 0;
+        if (strcmp(it->string, "token") == 0 && cJSON_IsString(it)) {
+            char cut[32];
+            snprintf(cut, sizeof cut, "%.8s\u2026", it->valuestring);
+            cJSON_AddItemToObject(out, it->string, cJSON_CreateString(cut));
+        } else if (keep) {
+            cJSON_AddItemToObject(out, it->string, cJSON_Duplicate(it, true));
+        } else {
+            cJSON_AddItemToObject(out, it->string, redacted_value(it));
+        }
+    }
+    cJSON_Delete(o);
+    char *s = cJSON_PrintUnformatted(out);
+    cJSON_Delete(out);
+    char *r = xstrdup(s);
+    cJSON_free(s);
+    return r;
+}

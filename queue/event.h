@@ -126,6 +126,16 @@ int event_type_from_name(const char *name);
 bool event_is_notification(enum event_type t);
 
 /*
+ * A copy of an event's JSON that is safe to keep in dead letters: ids,
+ * types, dates and the other structural fields of the contract stay; every
+ * other value (names, subjects, previews, summaries, unknown fields) becomes
+ * "<redacted: N bytes>", a token keeps its first 8 characters. Input that
+ * is not a JSON object becomes "<not a JSON object: N bytes>". Returns a
+ * malloc'd NUL-terminated string.
+ */
+char *event_redact(const char *json, size_t len);
+
+/*
  * A top-level string field of the event by name, for templates
  * ("sender_name", "student_name", "date", ...); NULL when absent or not a
  * string.

@@ -34,8 +34,9 @@ static const char prefs_lua[] =
 /*
  * Erase step 1. KEYS: devices hash, gone hash. ARGV: prefix, tenant, user,
  * occurred_ms. Removes every device (and its token index entry when it
- * still points here) and the preferences; leaves only ":erased" so that
- * older events arriving late cannot bring the guardian back.
+ * still points here) and the preferences; adds ":erased" to the tombstones
+ * (device ids and times only, which expire after 30 days) so that older
+ * events arriving late cannot bring the guardian back.
  */
 static const char erase_devices_lua[] =
     "local at = tonumber(ARGV[4])\n"
@@ -60,10 +61,7 @@ static const char erase_devices_lua[] =
     "  end\n"
     "end\n"
     "redis.call('DEL', KEYS[1])\n"
-    "local gone = redis.call('HGETALL', KEYS[2])\n"
-    "for i = 1, #gone, 2 do\n"
-    "  if (tonumber(gone[i + 1]) or 0) <= at then redis.call('HDEL', KEYS[2], gone[i]) end\n"
-    "end\n"
+
     "if not er or tonumber(er) < at then er = ARGV[4] end\n"
     "redis.call('HSET', KEYS[2], ':erased', er)\n"
     "redis.call('EXPIRE', KEYS[2], " TOMBSTONE_TTL_S ")\n"

@@ -115,7 +115,11 @@ static char *describe(const redisReply *f)
     if (ev == NULL || ev->type != REDIS_REPLY_STRING)
         return xstrdup("(entry without an event field)");
     cJSON *o = cJSON_ParseWithLength(ev->str, ev->len);
-    if (!cJSON_IsObject(o)) {
+    size_t orig_len = 0;
+    if (sscanf(ev->str, "<not a JSON object: %zu bytes>", &orig_len) == 1) {
+        /* varseld's redacted copy of input that was not JSON */
+        snprintf(buf, sizeof buf, "(%zu bytes, not a JSON object)", orig_len);
+    } else if (!cJSON_IsObject(o)) {
         snprintf(buf, sizeof buf, "(%zu bytes, not a JSON object)", ev->len);
     } else {
         const char *t = jstr(o, "tenant"), *id = jstr(o, "id"), *ty = jstr(o, "type");
@@ -257,11 +261,42 @@ static enum result say(struct outcome *o, enum result r, const char *fmt, ...)
     return r;
 }
 
+static enum result replay_event_text(struct ctl *c, const redisReply *ev, struct outcome *o);
+
 static enum result replay_event(struct ctl *c, const redisReply *f, struct outcome *o)
 {
     const redisReply *ev = ctl_entry_field(f, "event");
+    redisReply *kept = NULL;
+    const redisReply *pk = ctl_entry_field(f, "original_key");
+    if (pk && pk->type == REDIS_REPLY_STRING) {
+        /* The dead letter holds a redacted copy; the original is kept
+         * beside it for [redis] dead_payload_ttl_s. */
+        const char *argv[] = { "GET", pk->str };
+        kept = ctl_cmd(c, true, 2, argv, NULL);
+        if (kept == NULL)
+            return say(o, R_ERROR, "reading the kept original %s failed", pk->str);
+        if (kept->type != REDIS_REPLY_STRING) {
+            freeReplyObject(kept);
+            return say(o, R_NOT_REPLAYABLE, "the original event was kept for "
+                       "dead_payload_ttl_s and has expired (the dead letter holds a "
+                       "redacted copy only)");
+        }
+        ev = kept;
+    } else if (ctl_entry_field(f, "source_id") && ev && ev->type == REDIS_REPLY_STRING &&
+               strstr(ev->str, "<redacted") != NULL) {
+        return say(o, R_NOT_REPLAYABLE, "the dead letter holds a redacted copy and no "
+                   "original was kept ([redis] dead_payload_ttl_s = 0)");
+    }
     if (ev == NULL || ev->type != REDIS_REPLY_STRING)
         return say(o, R_NOT_REPLAYABLE, "the entry had no 'event' field: nothing to publish");
+    enum result res = replay_event_text(c, ev, o);
+    if (kept)
+        freeReplyObject(kept);
+    return res;
+}
+
+static enum result replay_event_text(struct ctl *c, const redisReply *ev, struct outcome *o)
+{
     char reason[EVENT_REASON_MAX];
     struct event *pe = NULL;
     int prc = event_parse(ev->str, ev->len, &pe, reason, sizeof reason);

@@ -483,7 +483,7 @@ TEST(dump_keys_lists_table)
     int lines = 0;
     for (char *p = buf; *p; p++)
         lines += *p == '\n';
-    ASSERT_EQ_INT(46, lines);
+    ASSERT_EQ_INT(47, lines);
     free(buf);
 }
 

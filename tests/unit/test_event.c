@@ -836,7 +836,33 @@ TEST(error_codes)
     event_free(NULL);
 }
 
-TEST_MAIN(T(message_new_valid), T(absence_reported_valid), T(absence_alert_valid),
+/* Dead letters keep ids and structure, never names, texts or whole tokens. */
+TEST(redact_keeps_ids_only)
+{
+    const char *in = "{\"v\":1,\"id\":\"m-1\",\"type\":\"message.new\",\"tenant\":\"oslo\","
+                     "\"occurred_at\":\"2026-11-30T08:15:00+01:00\",\"recipients\":[\"g-1\","
+                     "{\"user\":\"g-2\",\"badge\":3}],\"thread\":\"t-9\",\"sender_name\":"
+                     "\"Lærer Hansen\",\"school_name\":\"Ila skole\",\"subject\":\"Tur\","
+                     "\"preview\":\"Husk matpakke\",\"note\":{\"a\":\"syk\"},"
+                     "\"token\":\"0123456789abcdef0123\"}";
+    char *out = event_redact(in, strlen(in));
+    ASSERT_STR_CONTAINS(out, "\"id\":\"m-1\"");
+    ASSERT_STR_CONTAINS(out, "\"tenant\":\"oslo\"");
+    ASSERT_STR_CONTAINS(out, "\"thread\":\"t-9\"");
+    ASSERT_STR_CONTAINS(out, "\"badge\":3");
+    ASSERT_STR_CONTAINS(out, "\"sender_name\":\"<redacted: 13 bytes>\"");
+    ASSERT_STR_CONTAINS(out, "\"note\":\"<redacted>\"");
+    ASSERT_STR_CONTAINS(out, "\"token\":\"01234567\u2026\"");
+    ASSERT(strstr(out, "Hansen") == NULL && strstr(out, "Ila") == NULL &&
+           strstr(out, "Tur") == NULL && strstr(out, "matpakke") == NULL &&
+           strstr(out, "syk") == NULL && strstr(out, "89abcdef") == NULL);
+    free(out);
+    out = event_redact("{\"name\":\"Kari Nordmann\"", 24);
+    ASSERT_STR_EQ("<not a JSON object: 24 bytes>", out);
+    free(out);
+}
+
+TEST_MAIN(T(redact_keeps_ids_only), T(message_new_valid), T(absence_reported_valid), T(absence_alert_valid),
           T(leave_decided_valid), T(timetable_changed_valid), T(device_register_valid),
           T(device_unregister_and_receipt_valid), T(invalid_json), T(not_an_object),
           T(too_large), T(version), T(unknown_type), T(common_fields), T(recipients_rules),

@@ -302,6 +302,19 @@ TEST(field_of_another_type_is_an_error)
     rm_dir(dir);
 }
 
+/* A misspelt or invented field is a load error naming file, section, key
+ * and field (at start-up and on reload alike: both use templates_load). */
+TEST(unknown_field_is_an_error)
+{
+    char *dir = copy_dir();
+    edit(dir, "nb.ini", "absence.alert", "title", "title = Fravær for {studnet_name}");
+    expect_load_error(dir, "nb.ini", "[absence.alert]", "title", "'studnet_name'");
+    edit(dir, "nb.ini", "absence.alert", "title", "title = Fravær");
+    edit(dir, "en.ini", "leave.decided", "body =", "body = {?grade}x{/grade}");
+    expect_load_error(dir, "en.ini", "[leave.decided]", "body", "'grade'");
+    rm_dir(dir);
+}
+
 TEST(syntax_errors)
 {
     char *dir = copy_dir();
@@ -579,7 +592,7 @@ TEST(works_with_event_parse)
     templates_free(t);
 }
 
-TEST_MAIN(T(loads_shipped_templates), T(message_new_with_subject),
+TEST_MAIN(T(unknown_field_is_an_error), T(loads_shipped_templates), T(message_new_with_subject),
           T(message_new_without_subject_falls_back),
           T(absence_reported_formats_dates_per_locale),
           T(absence_reason_never_reaches_text), T(template_using_reason_fails_to_load),
