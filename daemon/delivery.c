@@ -30,6 +30,7 @@
 #include "apns/payload.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "daemon/devlimit.h"
 #include "daemon/pipeline.h"
 #include "daemon/stats.h"
 #include "daemon/templates.h"
@@ -343,6 +344,30 @@ static void settle_as(struct delivery *d, const char *status, enum settle_mode m
 
 static void on_push_done(const struct push_result *r, void *user);
 
+/*
+ * Over the device's limit (devlimit.h): not sent now but scheduled, durably,
+ * for when the limit allows it. Pacing is not an attempt: the resend keeps
+ * this attempt's number.
+ */
+static void pace(struct delivery *d, int64_t at_ms)
+{
+    memset(&d->res, 0, sizeof d->res);
+    d->res.token_timestamp_ms = -1;
+    snprintf(d->res.reason, sizeof d->res.reason, "paced: per-device limit of the provider");
+    if (at_ms >= d->deadline_ms) {
+        snprintf(d->dead_reason, sizeof d->dead_reason,
+                 "expired: the device's rate limit allows the next send only after the "
+                 "deadline");
+        settle_as(d, "expired", SETTLE_GIVE_UP);
+        return;
+    }
+    const char *v[] = { "paced" };
+    stats_add(STATS_RETRIES, v, 1);
+    d->attempt--;
+    d->due_ms = at_ms + (int64_t)(rnd01() * 1000.0);
+    settle_as(d, "retrying", SETTLE_RETRY);
+}
+
 void delivery_start(struct delivery *d)
 {
     struct delivery_ctx *ctx = d->ctx;
@@ -399,6 +424,13 @@ void delivery_start(struct delivery *d)
         ctx->inflight++;
         on_push_done(&r, d);
         return;
+    }
+    if (d->prov == PROV_FCM && ctx->fcm_limit) {
+        int64_t at = devlimit_take(ctx->fcm_limit, d->token, true, now_ms());
+        if (at > 0) {
+            pace(d, at);
+            return;
+        }
     }
     char tk[24];
     log_debug("deliver", "%s/%s -> %s/%s %s attempt %d token %s", d->tenant, d->event_id,
@@ -823,6 +855,7 @@ void delivery_ctx_init(struct delivery_ctx *ctx, uv_loop_t *loop)
     uv_timer_init(loop, &ctx->timer);
     ctx->timer.data = ctx;
     ctx->last_renew_ms = mono_ms();
+    ctx->fcm_limit = devlimit_new(&devlimit_fcm);
     uv_timer_start(&ctx->timer, on_poll, POLL_MS, POLL_MS);
 }
 
@@ -847,6 +880,8 @@ void delivery_ctx_close(struct delivery_ctx *ctx, void (*done)(void *arg), void 
     c->done = done;
     c->arg = arg;
     uv_timer_stop(&ctx->timer);
+    devlimit_free(ctx->fcm_limit);
+    ctx->fcm_limit = NULL;
     ctx->timer.data = c;
     uv_close((uv_handle_t *)&ctx->timer, on_timer_closed);
 }

@@ -54,6 +54,7 @@ struct delivery_ctx {
     size_t n_retries;
     bool claiming;
     uv_timer_t timer;                /* retry poller and lease renewal */
+    struct devlimit *fcm_limit;      /* per-device pacing of FCM sends (owned) */
     uint64_t last_renew_ms;
 };
 

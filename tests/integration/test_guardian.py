@@ -175,6 +175,37 @@ def test_thread_burst_is_one_conversation(ctx):
     no_leaks(ctx, d, ["Solberg", "Melding 1"], [ios, android])
 
 
+def test_burst_over_the_collapsible_limit_is_paced_not_rejected(ctx):
+    """25 messages to one Android phone at once: FCM takes a burst of 20
+    collapsible messages per device, then one per 3 minutes. varsel sends
+    20 and schedules the other 5 durably for when the device may take them,
+    instead of collecting 429s."""
+    rs, sb, d, r = stack(ctx)
+    android = h.new_fcm_token()
+    register(r, [h.device_register("g-kari", "pixel", android, platform="android")])
+    evs = [h.message_new(["g-kari"], "thread-big", "Lærer Solberg", "Ila skole",
+                         subject=f"Melding {i + 1}") for i in range(25)]
+    t0 = h.now_ms()
+    h.publish_many(r, evs)
+    wait_for(lambda: r.xpending()["count"] == 0 and len(to_token(sb, android)) == 20, 30,
+             what=lambda: f"20 sent and 25 events settled, have {len(to_token(sb, android))}")
+    check_eq([], [x for x in sb.records() if x.get("status") == 429],
+             "no 429 from the provider")
+    st = [statuses(r, ev)["g-kari:pixel"] for ev in evs]
+    check_eq(20, st.count("sent"), f"20 sent: {st}")
+    check_eq(5, st.count("retrying"), f"5 paced: {st}")
+    paced = [x for x in h.receipts(r) if x["status"] == "retrying"]
+    check(all(x["reason"].startswith("paced") and x["attempt"] == "0" for x in paced),
+          f"paced, not failed, and not counted as an attempt: {paced[:2]}")
+    due = [int(float(v)) for v in r.call("ZRANGE", h.PREFIX + "retry", 0, -1,
+                                          "WITHSCORES")[1::2]]
+    check_eq(5, len(due), "5 in the durable schedule")
+    check(all(t0 + 170000 <= x <= h.now_ms() + 182000 for x in due),
+          f"scheduled about 3 minutes on (FCM's refill): {[x - t0 for x in due]}")
+    ctx.note(f"paced 5 of 25: due {sorted(x - t0 for x in due)} ms after publishing")
+    no_leaks(ctx, d, ["Solberg", "Melding 2"], [android])
+
+
 # --------------------------------------------------------------------------
 # 3. absence reported by one guardian
 
