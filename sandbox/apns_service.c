@@ -2,9 +2,11 @@
  * APNs service glue (see apns_service.h).
  *
  * Per request: refresh the token files (rate-limited), validate with
- * sbx_apns_validate(), let fault injection replace a success, adjust the
- * connection's MAX_CONCURRENT_STREAMS (1 until a request with a valid token
- * succeeds, then 1000; back to 1 after any rejection: PROTOCOLS.md §6.2),
+ * sbx_apns_validate(), let the per-device-token limit (sandbox/ratelimit.h;
+ * 429 TooManyRequests, no retry-after: Apple documents none) and then
+ * fault injection replace a success, adjust the connection's
+ * MAX_CONCURRENT_STREAMS (1 until a request with a valid token succeeds,
+ * then 1000; back to 1 after any rejection: PROTOCOLS.md §6.2),
  * send GOAWAY {"reason":"Shutdown"} after the Nth request when asked, build
  * the reply and a record line. The record line travels as the response tag
  * and is written when the server actually answers, so delayed, hung and
@@ -15,6 +17,7 @@
 #include "common/log.h"
 #include "common/util.h"
 
+#include <ctype.h>
 #include <nghttp2/nghttp2.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -89,7 +92,7 @@ static void rec_header(cJSON *rec, const char *key, const struct sbx_request *re
 
 static cJSON *build_record(const struct sbx_apns_service *s, const struct sbx_request *req,
                            const struct sbx_apns_result *res, int status, const char *reason,
-                           const char *fault, int retry_after)
+                           const char *fault, const char *rate_limit, int retry_after)
 {
     cJSON *rec = cJSON_CreateObject();
     cJSON_AddNumberToObject(rec, "at", 0); /* set when answered */
@@ -135,6 +138,8 @@ static cJSON *build_record(const struct sbx_apns_service *s, const struct sbx_re
     cJSON_AddNumberToObject(rec, "stream", req->stream_id);
     if (fault)
         cJSON_AddStringToObject(rec, "fault", fault);
+    if (rate_limit)
+        cJSON_AddStringToObject(rec, "rate_limit", rate_limit);
     if (retry_after >= 0)
         cJSON_AddNumberToObject(rec, "retry_after", retry_after);
     bool is_json = false;
@@ -185,7 +190,22 @@ static void on_request(void *ctx, struct sbx_conn *c, void *state,
         reason = res.reason;
     }
 
-    /* Fault injection replaces successes only. */
+    /* The per-device limit, then fault injection, replace successes only. */
+    const char *rate_limit = NULL;
+    if (status == 200 && s->device_rate && res.token && res.token_len > 0) {
+        /* Tokens are hex: one key whatever the case the client used. */
+        char key[256];
+        size_t kl = res.token_len < sizeof key ? res.token_len : sizeof key;
+        for (size_t i = 0; i < kl; i++)
+            key[i] = (char)tolower((unsigned char)res.token[i]);
+        int64_t wait_ms;
+        int i = sbx_rate_take(s->device_rate, key, kl, ~0u, (int64_t)mono_ms(), &wait_ms);
+        if (i >= 0) {
+            status = 429;
+            reason = "TooManyRequests";
+            rate_limit = sbx_rate_limit_at(s->device_rate, i)->name;
+        }
+    }
     const struct sbx_fault_rule *fault = NULL;
     char fault_name[32] = "";
     int retry_after = -1;
@@ -223,9 +243,10 @@ static void on_request(void *ctx, struct sbx_conn *c, void *state,
         log_info("apns", "conn %llu stream %d token %s...: fault %s",
                  (unsigned long long)req->conn_id, req->stream_id, tok, fault_name);
     else if (status != 200)
-        log_info("apns", "conn %llu stream %d token %s...: %d %s%s",
+        log_info("apns", "conn %llu stream %d token %s...: %d %s%s%s",
                  (unsigned long long)req->conn_id, req->stream_id, tok, status,
-                 reason ? reason : "", fault ? " (fault)" : "");
+                 reason ? reason : "", fault ? " (fault)" : "",
+                 rate_limit ? " (rate limit)" : "");
 
     /* The reply. The server copies headers and body before we return. */
     char *body = s->reply_body, *retry_buf = s->reply_retry, *unique_id = s->reply_unique_id;
@@ -258,7 +279,7 @@ static void on_request(void *ctx, struct sbx_conn *c, void *state,
     if (s->opt.record) {
         struct apns_tag *tag = xcalloc(1, sizeof *tag);
         tag->rec = build_record(s, req, &res, status, reason, fault ? fault_name : NULL,
-                                retry_after);
+                                rate_limit, retry_after);
         if (status == 200 && s->opt.cfg.env == SBX_ENV_SANDBOX)
             cJSON_AddStringToObject(tag->rec, "apns_unique_id", unique_id);
         resp->tag = tag;
@@ -293,4 +314,11 @@ void sbx_apns_service_init(struct sbx_apns_service *s, const struct sbx_apns_ser
     s->svc.conn_close = on_conn_close;
     s->svc.request = on_request;
     s->svc.finish = on_finish;
+    s->device_rate = sbx_rate_new(opt->device_limits, opt->ndevice_limits, opt->rate_max_keys);
+}
+
+void sbx_apns_service_clear(struct sbx_apns_service *s)
+{
+    sbx_rate_free(s->device_rate);
+    s->device_rate = NULL;
 }

@@ -1,15 +1,18 @@
 /*
  * The APNs fake as a struct sbx_service: binds sandbox/apns.c's validation
  * to connections (provider-token state, the MAX_CONCURRENT_STREAMS dance),
- * fault injection, the dead-token files and the request record. One
- * instance per listener (production or sandbox environment); instances
- * share the faults, record and token files they are given.
+ * the per-device-token rate limit (429 TooManyRequests), fault injection,
+ * the dead-token files and the request record. One instance per listener
+ * (production or sandbox environment); instances share the faults, record
+ * and token files they are given, and each keeps its own rate table (the
+ * environments are separate services with separate tokens).
  */
 #ifndef VARSEL_SANDBOX_APNS_SERVICE_H
 #define VARSEL_SANDBOX_APNS_SERVICE_H
 
 #include "sandbox/apns.h"
 #include "sandbox/faults.h"
+#include "sandbox/ratelimit.h"
 #include "sandbox/record.h"
 #include "sandbox/server.h"
 #include "sandbox/tokens.h"
@@ -28,6 +31,9 @@ struct sbx_apns_service_options {
     struct sbx_tokens_file *bad_tokens;   /* shared; may be NULL */
     struct sbx_tokens_file *env_tokens;   /* shared; may be NULL */
     bool bench;                          /* 1000 streams from the start, never lowered */
+    struct sbx_rate_limit device_limits[SBX_RATE_MAX_LIST]; /* per device token; */
+    size_t ndevice_limits;               /* 0 = no limit */
+    size_t rate_max_keys;                /* tokens tracked; 0 = SBX_RATE_DEFAULT_KEYS */
 };
 
 struct sbx_reason_count {
@@ -40,6 +46,7 @@ struct sbx_apns_service {
     struct sbx_apns_service_options opt;
     struct sbx_reason_count counts[48];  /* answers by reason */
     size_t ncounts;
+    struct sbx_rate *device_rate;        /* NULL: no per-device limit */
     /* Reply strings; the server copies them before on_request returns. */
     char reply_id[37], reply_unique_id[37], reply_body[160], reply_retry[16];
 };
@@ -51,6 +58,9 @@ struct sbx_apns_service {
  */
 void sbx_apns_service_init(struct sbx_apns_service *s, const struct sbx_apns_service_options *opt,
                            enum sbx_env env);
+
+/* Free the rate table (the service must no longer be in use). */
+void sbx_apns_service_clear(struct sbx_apns_service *s);
 
 /* {"production":{"200":n,"BadDeviceToken":n,...}}-style counts; caller owns. */
 cJSON *sbx_apns_service_counts(const struct sbx_apns_service *s);

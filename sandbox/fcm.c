@@ -914,6 +914,8 @@ int sbx_fcm_validate(const struct sbx_fcm_config *cfg, const struct sbx_request 
         return r->status;
     }
     const cJSON *android = get(msg, &message_m, "android");
+    const cJSON *ck = get(android, &android_m, "collapse_key");
+    r->collapsible = cJSON_IsString(ck) && ck->valuestring[0] != '\0';
     const char *rk = reserved_key(get(msg, &message_m, "data"));
     const char *rk_field = "message.data";
     if (rk == NULL) {
@@ -1006,15 +1008,14 @@ void sbx_fcm_set_fault(struct sbx_fcm_result *r, int status, const char *error_c
     }
 }
 
-void sbx_fcm_set_quota(struct sbx_fcm_result *r, const char *subject, unsigned per_minute)
+void sbx_fcm_set_quota(struct sbx_fcm_result *r, bool device, const char *limit)
 {
-    bool device = strcmp(subject, "device") == 0;
     set_error(r, 429, "RESOURCE_EXHAUSTED",
               device ? "Quota exceeded for the device: too many messages to one device."
                      : "Quota exceeded for the project: too many messages.", "QUOTA_EXCEEDED");
     r->quota_subject = device ? xstrdup("device") : xasprintf("project:%s", r->project);
-    r->quota_description = xasprintf("%s message rate exceeded (%u per minute).",
-                                     device ? "Device" : "Project", per_minute);
+    r->quota_description = xasprintf("%s message rate exceeded (limit: %s).",
+                                     device ? "Device" : "Project", limit);
 }
 
 const char *sbx_fcm_reason(const struct sbx_fcm_result *r)

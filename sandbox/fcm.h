@@ -81,6 +81,9 @@ struct sbx_fcm_result {
     const char *target_kind;           /* "token", "topic", "condition" or NULL */
     char *target;                      /* its value, owned; NULL when none */
     bool validate_only;
+    bool collapsible;                  /* android.collapse_key set (FCM's mark of a
+                                          collapsible message; counts against the
+                                          per-device collapsible burst) */
     size_t payload_bytes;              /* size measured against the limit */
     cJSON *body;                       /* the request body if it parsed as JSON, owned */
     char name[192];                    /* success: message name (the caller fills it
@@ -129,10 +132,14 @@ void sbx_fcm_result_clear(struct sbx_fcm_result *res);
 void sbx_fcm_set_fault(struct sbx_fcm_result *res, int status, const char *error_code);
 
 /*
- * Replace |res|'s answer with 429 QUOTA_EXCEEDED for a rate limit:
- * |subject| "device" (per-token limit) or "project".
+ * Replace |res|'s answer with 429 RESOURCE_EXHAUSTED + FcmError
+ * QUOTA_EXCEEDED for a rate limit: per device token when |device| (message
+ * "Quota exceeded for the device: too many messages to one device.",
+ * QuotaFailure subject "device"), else per project (subject "project:P").
+ * |limit| names the limit in the QuotaFailure description, e.g. "240 per
+ * minute": "Device message rate exceeded (limit: 240 per minute).".
  */
-void sbx_fcm_set_quota(struct sbx_fcm_result *res, const char *subject, unsigned per_minute);
+void sbx_fcm_set_quota(struct sbx_fcm_result *res, bool device, const char *limit);
 
 /*
  * The response body for |res|: {"name":"..."} on success, the google.rpc

@@ -5,10 +5,11 @@
  * bearer is looked up in the OAuth service's table (valid → the account's
  * project, unknown/expired/malformed → 401), the token files are refreshed
  * (at most once a second, sandbox/tokens.h), sbx_fcm_validate() decides,
- * then — for would-be successes only — the rate limits (token buckets per
- * device token and per project) and the fault rules may replace the
- * answer. The record line travels as the response tag (sbx_record_tag)
- * and is written when the server actually answers.
+ * then — for would-be successes only — the rate limits (per device token:
+ * every message, and collapsible ones again; then per project; see
+ * sandbox/ratelimit.h) and the fault rules may replace the answer. The
+ * record line travels as the response tag (sbx_record_tag) and is written
+ * when the server actually answers.
  */
 #include "sandbox/fcm_service.h"
 
@@ -16,114 +17,11 @@
 #include "common/util.h"
 
 #include <ctype.h>
-#include <math.h>
 #include <nghttp2/nghttp2.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
-
-/* ---- token buckets ------------------------------------------------------------ */
-
-struct bucket {
-    char *key;
-    double tokens;
-    int64_t last_ms;
-    struct bucket *next;
-};
-
-struct sbx_fcm_rate {
-    struct bucket **b;
-    size_t nb, n;
-    unsigned per_min;
-};
-
-static uint64_t hash_str(const char *s)
-{
-    uint64_t h = 1469598103934665603ULL;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-    return h;
-}
-
-static struct sbx_fcm_rate *rate_new(unsigned per_min)
-{
-    if (per_min == 0)
-        return NULL;
-    struct sbx_fcm_rate *r = xcalloc(1, sizeof *r);
-    r->nb = 256;
-    r->b = xcalloc(r->nb, sizeof *r->b);
-    r->per_min = per_min;
-    return r;
-}
-
-static void rate_free(struct sbx_fcm_rate *r)
-{
-    if (r == NULL)
-        return;
-    for (size_t i = 0; i < r->nb; i++) {
-        struct bucket *e = r->b[i];
-        while (e) {
-            struct bucket *next = e->next;
-            free(e->key);
-            free(e);
-            e = next;
-        }
-    }
-    free(r->b);
-    free(r);
-}
-
-/*
- * Take one message for |key| at |now|: a bucket of per_min messages that
- * refills continuously (per_min per 60 s, minutes not clock-aligned, as
- * FCM's quotas). Returns 0 when allowed, else the seconds until one
- * message is available again (>= 1).
- */
-static int rate_take(struct sbx_fcm_rate *r, const char *key, int64_t now)
-{
-    if (r->n >= r->nb * 2) {
-        size_t nb = r->nb * 2;
-        struct bucket **b = xcalloc(nb, sizeof *b);
-        for (size_t i = 0; i < r->nb; i++) {
-            struct bucket *e = r->b[i];
-            while (e) {
-                struct bucket *next = e->next;
-                size_t k = (size_t)(hash_str(e->key) & (nb - 1));
-                e->next = b[k];
-                b[k] = e;
-                e = next;
-            }
-        }
-        free(r->b);
-        r->b = b;
-        r->nb = nb;
-    }
-    size_t k = (size_t)(hash_str(key) & (r->nb - 1));
-    struct bucket *e = r->b[k];
-    while (e && strcmp(e->key, key) != 0)
-        e = e->next;
-    double per_ms = r->per_min / 60000.0;
-    if (e == NULL) {
-        e = xcalloc(1, sizeof *e);
-        e->key = xstrdup(key);
-        e->tokens = r->per_min;
-        e->last_ms = now;
-        e->next = r->b[k];
-        r->b[k] = e;
-        r->n++;
-    }
-    e->tokens += (double)(now - e->last_ms) * per_ms;
-    if (e->tokens > r->per_min)
-        e->tokens = r->per_min;
-    e->last_ms = now;
-    if (e->tokens >= 1.0) {
-        e->tokens -= 1.0;
-        return 0;
-    }
-    int wait = (int)ceil((1.0 - e->tokens) / per_ms / 1000.0);
-    return wait < 1 ? 1 : wait;
-}
 
 /* ---- service ------------------------------------------------------------------- */
 
@@ -233,7 +131,7 @@ static cJSON *build_record(const struct sbx_request *req, struct sbx_conn *c,
                            const struct sbx_fcm_result *res, const char *reason,
                            enum sbx_fcm_auth auth, const char *auth_how,
                            const struct sbx_oauth_account *account, const char *fault,
-                           int retry_after)
+                           const char *rate_limit, int retry_after)
 {
     cJSON *rec = cJSON_CreateObject();
     cJSON_AddNumberToObject(rec, "at", 0);
@@ -258,6 +156,8 @@ static cJSON *build_record(const struct sbx_request *req, struct sbx_conn *c,
     rec_str(rec, "message_name", res->status == 200 ? res->name : NULL);
     if (fault)
         cJSON_AddStringToObject(rec, "fault", fault);
+    if (rate_limit)
+        cJSON_AddStringToObject(rec, "rate_limit", rate_limit);
     if (retry_after >= 0)
         cJSON_AddNumberToObject(rec, "retry_after", retry_after);
     bool is_json = false;
@@ -300,21 +200,33 @@ static void on_request(void *ctx, struct sbx_conn *c, void *state, const struct 
     int retry_after = -1;
     const char *fault = NULL;
     char fault_name[32] = "";
-    if (sending && s->device_rate && strcmp(res.target_kind, "token") == 0) {
-        int wait = rate_take(s->device_rate, res.target, now_ms());
-        if (wait > 0) {
-            sbx_fcm_set_quota(&res, "device", s->opt.device_rate_per_min);
-            retry_after = wait;
-            sending = false;
-        }
-    }
-    if (sending && s->project_rate) {
-        int wait = rate_take(s->project_rate, res.project, now_ms());
-        if (wait > 0) {
-            sbx_fcm_set_quota(&res, "project", s->opt.project_rate_per_min);
-            retry_after = wait;
-            sending = false;
-        }
+    /* Per device token (only token targets), then per project; a message
+     * refused by one takes nothing from the other. */
+    const char *rate_limit = NULL;
+    bool to_token = sending && s->device_rate && strcmp(res.target_kind, "token") == 0;
+    unsigned mask = s->device_bits | (res.collapsible ? s->collapsible_bit : 0);
+    int64_t now = (int64_t)mono_ms(), wait_ms = 0;
+    int refused = -1;
+    struct sbx_rate *by = NULL;
+    if (to_token && (refused = sbx_rate_peek(s->device_rate, res.target, strlen(res.target),
+                                             mask, now, &wait_ms)) >= 0)
+        by = s->device_rate;
+    else if (sending && s->project_rate &&
+             (refused = sbx_rate_peek(s->project_rate, res.project, strlen(res.project), ~0u,
+                                      now, &wait_ms)) >= 0)
+        by = s->project_rate;
+    if (by != NULL) {
+        const struct sbx_rate_limit *l = sbx_rate_limit_at(by, refused);
+        sbx_fcm_set_quota(&res, by == s->device_rate, l->text);
+        rate_limit = l->name;
+        retry_after = (int)((wait_ms + 999) / 1000);
+        sending = false;
+    } else if (sending) {
+        if (to_token)
+            sbx_rate_take(s->device_rate, res.target, strlen(res.target), mask, now, &wait_ms);
+        if (s->project_rate)
+            sbx_rate_take(s->project_rate, res.project, strlen(res.project), ~0u, now,
+                          &wait_ms);
     }
     const struct sbx_fault_rule *rule;
     if (sending && s->opt.faults && (rule = sbx_faults_pick(s->opt.faults)) != NULL) {
@@ -384,7 +296,8 @@ static void on_request(void *ctx, struct sbx_conn *c, void *state, const struct 
 
     if (s->opt.record) {
         struct sbx_record_tag *tag = xcalloc(1, sizeof *tag);
-        tag->rec = build_record(req, c, &res, reason, auth, auth_how, account, fault, retry_after);
+        tag->rec = build_record(req, c, &res, reason, auth, auth_how, account, fault, rate_limit,
+                                retry_after);
         tag->record = s->opt.record;
         resp->tag = tag;
     }
@@ -400,8 +313,26 @@ void sbx_fcm_service_init(struct sbx_fcm_service *s, const struct sbx_fcm_servic
 {
     memset(s, 0, sizeof *s);
     s->opt = *opt;
-    s->device_rate = rate_new(opt->device_rate_per_min);
-    s->project_rate = rate_new(opt->project_rate_per_min);
+    /* One table per token: the limits for every message, then the
+     * collapsible one, which only messages with a collapse key take. */
+    struct sbx_rate_limit lim[SBX_RATE_MAX_LIMITS];
+    size_t n = 0;
+    for (size_t i = 0; i < opt->ndevice_limits && i < SBX_RATE_MAX_LIST; i++)
+        lim[n++] = opt->device_limits[i];
+    s->device_bits = (1u << n) - 1;
+    if (opt->collapsible.burst > 0) {
+        s->collapsible_bit = 1u << n;
+        lim[n++] = opt->collapsible;
+    }
+    s->device_rate = sbx_rate_new(lim, n, opt->rate_max_keys);
+    if (opt->project_rate_per_min > 0) {
+        char spec[32], err[160];
+        snprintf(spec, sizeof spec, "%u/min", opt->project_rate_per_min);
+        if (sbx_rate_parse(spec, "project", &lim[0], err, sizeof err) == 0)
+            s->project_rate = sbx_rate_new(lim, 1, 0);
+        else
+            log_error("fcm", "project rate limit: %s", err);
+    }
     s->svc.name = "fcm";
     s->svc.initial_max_streams = SBX_FCM_MAX_STREAMS;
     s->svc.max_header_list = 16384;
@@ -415,8 +346,8 @@ void sbx_fcm_service_init(struct sbx_fcm_service *s, const struct sbx_fcm_servic
 
 void sbx_fcm_service_clear(struct sbx_fcm_service *s)
 {
-    rate_free(s->device_rate);
-    rate_free(s->project_rate);
+    sbx_rate_free(s->device_rate);
+    sbx_rate_free(s->project_rate);
     s->device_rate = s->project_rate = NULL;
     free(s->reply);
     s->reply = NULL;

@@ -2,8 +2,9 @@
  * The FCM HTTP v1 fake as a struct sbx_service: binds sandbox/fcm.c's
  * validation to connections. Per request it decides what the bearer token
  * is worth (asking the OAuth service that issued it), refreshes the token
- * files, validates, applies the optional per-device and per-project rate
- * limits and the fault rules, names accepted messages, sends GOAWAY after
+ * files, validates, applies the per-device-token limits (FCM's 240/min,
+ * 5000/h and collapsible bursts, as configured) and the optional
+ * per-project one, then the fault rules, names accepted messages, sends GOAWAY after
  * N requests when asked, and records one line per answer. Token-endpoint
  * paths (/token ...) arriving on its listener go to the OAuth service, so
  * one URL serves both. HTTP/2 with MAX_CONCURRENT_STREAMS 100 (a client
@@ -16,6 +17,7 @@
 #include "sandbox/faults.h"
 #include "sandbox/fcm.h"
 #include "sandbox/oauth_service.h"
+#include "sandbox/ratelimit.h"
 #include "sandbox/record.h"
 #include "sandbox/server.h"
 #include "sandbox/tokens.h"
@@ -35,12 +37,15 @@ struct sbx_fcm_service_options {
     struct sbx_tokens_file *sender_mismatch;
     struct sbx_tokens_file *invalid_tokens;
     struct sbx_tokens_file *third_party_auth;
-    unsigned device_rate_per_min;          /* messages per token per minute; 0 = no limit */
+    /* Per registration token (sandbox/ratelimit.h); zeroed = no limits. */
+    struct sbx_rate_limit device_limits[SBX_RATE_MAX_LIST]; /* every message */
+    size_t ndevice_limits;
+    struct sbx_rate_limit collapsible;     /* messages with android.collapse_key;
+                                              burst 0 = no limit */
+    size_t rate_max_keys;                  /* tokens tracked; 0 = SBX_RATE_DEFAULT_KEYS */
     unsigned project_rate_per_min;         /* messages per project per minute; 0 = no limit */
     bool bench;                            /* skip authorization */
 };
-
-struct sbx_fcm_rate;                       /* token buckets, fcm_service.c */
 
 struct sbx_fcm_service {
     struct sbx_service svc;                /* hand &svc to sbx_server_listen_tls */
@@ -50,7 +55,10 @@ struct sbx_fcm_service {
         uint64_t count;
     } counts[32];
     size_t ncounts;
-    struct sbx_fcm_rate *device_rate, *project_rate;
+    struct sbx_rate *device_rate;          /* device_limits then collapsible; NULL: none */
+    unsigned device_bits;                  /* take mask of the every-message limits */
+    unsigned collapsible_bit;              /* the collapsible limit's bit (0: none) */
+    struct sbx_rate *project_rate;         /* NULL: none */
     int64_t last_name_us;                  /* message names strictly increase */
     char *reply;                           /* body of the current answer */
     char retry[16];

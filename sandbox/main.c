@@ -26,6 +26,7 @@
 #include "sandbox/faults.h"
 #include "sandbox/fcm_service.h"
 #include "sandbox/oauth_service.h"
+#include "sandbox/ratelimit.h"
 #include "sandbox/record.h"
 #include "sandbox/server.h"
 #include "sandbox/tokens.h"
@@ -97,14 +98,26 @@ static const char usage_text[] =
 "  --fcm-invalid-tokens FILE   TOKEN lines -> 400 INVALID_ARGUMENT (not a valid token)\n"
 "  --fcm-third-party-auth FILE TOKEN lines -> 401 THIRD_PARTY_AUTH_ERROR\n"
 "  --fcm-token-min-length N    shorter tokens are malformed (default 32)\n"
-"  --fcm-device-rate-limit N   messages per token per minute, then 429 QUOTA_EXCEEDED\n"
-"  --fcm-project-rate-limit N  messages per project per minute, then 429\n"
+"  --fcm-device-rate RATE[,RATE...]|off\n"
+"                              messages per registration token, then 429\n"
+"                              QUOTA_EXCEEDED (default 240/min,5000/h, FCM's own;\n"
+"                              RATE is N/s, N/min, N/h or e.g. 10/30s)\n"
+"  --fcm-collapsible-burst N|off\n"
+"                              messages with android.collapse_key per token in a\n"
+"                              burst (default 20, FCM's own), then 429\n"
+"  --fcm-collapsible-refill S  one collapsible message back every S seconds\n"
+"                              (default 180, FCM's own)\n"
+"  --fcm-project-rate-limit N  messages per project per minute, then 429 (off)\n"
+"  --apns-device-rate RATE[,RATE...]|off\n"
+"                              pushes per device token, then 429 TooManyRequests\n"
+"                              (default 240/min,5000/h; Apple publishes no number)\n"
 "  --fcm-FAULT, --oauth-FAULT  any fault option below with a prefix: a table for\n"
 "                              FCM only (then the global one no longer applies to\n"
 "                              FCM) or for the token endpoint (e.g.\n"
 "                              --oauth-fault-rate 503:50, --fcm-hang-rate 1)\n"
 "  --bench                     no provider-token or OAuth checks, 1000 APNs streams\n"
-"                              from the start, recording off unless --record is given\n"
+"                              from the start, recording off unless --record is given,\n"
+"                              no per-device limits unless given explicitly\n"
 "  --fault-rate STATUS:PCT[:RETRY_AFTER[:REASON]]\n"
 "                              answer STATUS instead of 200 for PCT% of valid pushes\n"
 "                              (repeatable; e.g. 503:5, 429:1:30; APNs and FCM)\n"
@@ -133,7 +146,8 @@ struct app {
     int64_t oauth_expires_in;
     unsigned oauth_outage_ms;
     size_t fcm_token_min_len;
-    unsigned fcm_device_rate, fcm_project_rate;
+    unsigned fcm_project_rate;
+    struct sbx_device_limits limits;
     struct sbx_faults fcm_faults, oauth_faults;
     bool fcm_own_faults;
     SSL_CTX *google_ctx;
@@ -478,9 +492,9 @@ enum {
     O_CERT = 1000, O_KEY, O_APNS_LISTEN, O_APNS_SBX_LISTEN, O_APNS_KEY, O_RECORD, O_PORT_FILE,
     O_UNREG, O_BAD, O_ENV, O_LENGTHS, O_UPDATE_MIN, O_DER, O_BENCH, O_SEED, O_LOG, O_HELP,
     O_FCM_LISTEN, O_OAUTH_LISTEN, O_FCM_SA, O_OAUTH_EXPIRES, O_OAUTH_OUTAGE, O_OAUTH_AUD,
-    O_FCM_UNREG, O_FCM_MISMATCH, O_FCM_INVALID, O_FCM_3P, O_FCM_MINLEN, O_FCM_DEV_RATE,
-    O_FCM_PROJ_RATE,
+    O_FCM_UNREG, O_FCM_MISMATCH, O_FCM_INVALID, O_FCM_3P, O_FCM_MINLEN, O_FCM_PROJ_RATE,
     O_FAULT_BASE = 2000, O_FCM_FAULT_BASE = 2100, O_OAUTH_FAULT_BASE = 2200,
+    O_LIMIT_BASE = 2300,
 };
 
 /* A non-negative integer option no larger than |max|; -1 after a message. */
@@ -531,7 +545,6 @@ static int parse_args(struct app *a, int argc, char **argv)
         { "fcm-unregistered", 1, O_FCM_UNREG }, { "fcm-sender-mismatch", 1, O_FCM_MISMATCH },
         { "fcm-invalid-tokens", 1, O_FCM_INVALID }, { "fcm-third-party-auth", 1, O_FCM_3P },
         { "fcm-token-min-length", 1, O_FCM_MINLEN },
-        { "fcm-device-rate-limit", 1, O_FCM_DEV_RATE },
         { "fcm-project-rate-limit", 1, O_FCM_PROJ_RATE },
     };
     /* Fault options, bare (APNs and FCM) and with the fcm-/oauth- prefixes. */
@@ -545,6 +558,10 @@ static int parse_args(struct app *a, int argc, char **argv)
         opts[n++] = (struct option){ prefixed[0][i], 1, NULL, O_FCM_FAULT_BASE + i };
         opts[n++] = (struct option){ prefixed[1][i], 1, NULL, O_OAUTH_FAULT_BASE + i };
     }
+    /* Per-device limits (sandbox/ratelimit.h). */
+    for (int i = 0; sbx_device_limits_option_names[i] && i < 16; i++)
+        opts[n++] = (struct option){ sbx_device_limits_option_names[i], 1, NULL,
+                                     O_LIMIT_BASE + i };
     opts[n] = (struct option){ 0 };
 
     uint64_t seed = (uint64_t)now_ms() ^ ((uint64_t)getpid() << 32);
@@ -639,17 +656,11 @@ static int parse_args(struct app *a, int argc, char **argv)
             a->fcm_token_min_len = (size_t)v;
             break;
         }
-        case O_FCM_DEV_RATE:
         case O_FCM_PROJ_RATE: {
-            long long v = uint_arg(c == O_FCM_DEV_RATE ? "fcm-device-rate-limit"
-                                                       : "fcm-project-rate-limit",
-                                   optarg, 1, 100000000);
+            long long v = uint_arg("fcm-project-rate-limit", optarg, 1, 60000000);
             if (v < 0)
                 return -1;
-            if (c == O_FCM_DEV_RATE)
-                a->fcm_device_rate = (unsigned)v;
-            else
-                a->fcm_project_rate = (unsigned)v;
+            a->fcm_project_rate = (unsigned)v;
             break;
         }
         default:
@@ -665,6 +676,15 @@ static int parse_args(struct app *a, int argc, char **argv)
                 }
                 if (fcm)
                     a->fcm_own_faults = true;
+                break;
+            }
+            if (c >= O_LIMIT_BASE && c < O_LIMIT_BASE + 16) {
+                if (sbx_device_limits_option(&a->limits,
+                                             sbx_device_limits_option_names[c - O_LIMIT_BASE],
+                                             optarg, err, sizeof err) < 0) {
+                    fprintf(stderr, "%s\n", err);
+                    return -1;
+                }
                 break;
             }
             if (c >= O_FAULT_BASE && c < O_FAULT_BASE + 32) {
@@ -684,6 +704,8 @@ static int parse_args(struct app *a, int argc, char **argv)
         fprintf(stderr, "unexpected argument \"%s\"\n%s", argv[optind], usage_text);
         return -1;
     }
+    if (a->bench)
+        sbx_device_limits_bench(&a->limits);
     a->faults.rng = seed ? seed : 1;
     /* The FCM and OAuth tables draw from their own generators, derived from
      * the same seed, so a run replays whatever mix of providers it used. */
@@ -788,6 +810,17 @@ static void write_summary(struct app *a)
         cJSON_AddItemToObject(sum, "oauth", sbx_oauth_service_summary(&a->oauth));
         cJSON_AddItemToObject(sum, "oauth_faults", faults_json(&a->oauth_faults));
     }
+    /* Per-device (and project) limits: requests allowed and refused, tokens
+     * tracked. Empty when every limit is off (--bench). */
+    cJSON *rl = cJSON_AddObjectToObject(sum, "rate_limits");
+    if (a->have_prod && a->apns_prod.device_rate)
+        cJSON_AddItemToObject(rl, "apns_production", sbx_rate_summary(a->apns_prod.device_rate));
+    if (a->have_sbx && a->apns_sbx.device_rate)
+        cJSON_AddItemToObject(rl, "apns_sandbox", sbx_rate_summary(a->apns_sbx.device_rate));
+    if (a->have_fcm && a->fcm.device_rate)
+        cJSON_AddItemToObject(rl, "fcm_device", sbx_rate_summary(a->fcm.device_rate));
+    if (a->have_fcm && a->fcm.project_rate)
+        cJSON_AddItemToObject(rl, "fcm_project", sbx_rate_summary(a->fcm.project_rate));
     cJSON_AddNumberToObject(sum, "record_lines", (double)sbx_record_lines(a->record));
     const struct sbx_server_stats *st = sbx_server_stats(a->srv);
     log_info("sandbox", "summary: connections=%llu tls_handshakes=%llu requests=%llu "
@@ -893,7 +926,9 @@ static int serve(struct app *a)
         .bad_tokens = a->bad_tokens_path ? &a->bad_tokens : NULL,
         .env_tokens = a->env_tokens_path ? &a->env_tokens : NULL,
         .bench = a->bench,
+        .ndevice_limits = a->limits.napns,
     };
+    memcpy(opt.device_limits, a->limits.apns, sizeof opt.device_limits);
     opt.cfg.keys = a->keys;
     opt.cfg.nkeys = a->nkeys;
     a->srv = sbx_server_new(a->loop, a->ssl_ctx);
@@ -933,10 +968,13 @@ static int serve(struct app *a)
             .sender_mismatch = a->fcm_mismatch_path ? &a->fcm_mismatch : NULL,
             .invalid_tokens = a->fcm_invalid_path ? &a->fcm_invalid : NULL,
             .third_party_auth = a->fcm_3p_path ? &a->fcm_3p : NULL,
-            .device_rate_per_min = a->fcm_device_rate,
+            .ndevice_limits = a->limits.nfcm,
             .project_rate_per_min = a->fcm_project_rate,
             .bench = a->bench,
         };
+        memcpy(fopt.device_limits, a->limits.fcm, sizeof fopt.device_limits);
+        if (a->limits.has_collapsible)
+            fopt.collapsible = a->limits.collapsible;
         fopt.cfg.token_min_len = a->fcm_token_min_len;
         fopt.cfg.projects = a->projects;
         fopt.cfg.nprojects = a->naccounts;
@@ -970,6 +1008,9 @@ static int serve(struct app *a)
         uv_run(a->loop, UV_RUN_DEFAULT);
         goto out_server;
     }
+    char limits[256];
+    sbx_device_limits_describe(&a->limits, limits, sizeof limits);
+    log_info("sandbox", "per-device rate limits: %s", limits);
     log_info("sandbox", "ready%s", a->bench ? " (bench mode)" : "");
     uv_run(a->loop, UV_RUN_DEFAULT);
     rc = 0;
@@ -999,6 +1040,10 @@ out:
         sbx_tokens_file_close(&a->fcm_invalid);
     if (a->fcm_3p_path)
         sbx_tokens_file_close(&a->fcm_3p);
+    if (a->have_prod)
+        sbx_apns_service_clear(&a->apns_prod);
+    if (a->have_sbx)
+        sbx_apns_service_clear(&a->apns_sbx);
     if (a->have_fcm)
         sbx_fcm_service_clear(&a->fcm);
     if (a->have_oauth)
@@ -1026,6 +1071,7 @@ int main(int argc, char **argv)
     sbx_faults_init(&a.faults, 1);
     sbx_faults_init(&a.fcm_faults, 2);
     sbx_faults_init(&a.oauth_faults, 3);
+    sbx_device_limits_init(&a.limits);
     if (parse_args(&a, argc, argv) < 0)
         return 2;
     int rc = serve(&a);

@@ -3,8 +3,9 @@
  * server.c + apns_service.c) runs in-process on a libuv loop and the
  * project's own HTTP/2 client (http2/client.h) talks to it over TLS on
  * 127.0.0.1. Checks replies, the stream-limit dance, the record file, token
- * file reloads, faults, and that a client exceeding an acknowledged stream
- * limit gets GOAWAY PROTOCOL_ERROR (raw frames over http2/tls.h).
+ * file reloads, faults, the per-device-token limit (429 TooManyRequests),
+ * and that a client exceeding an acknowledged stream limit gets GOAWAY
+ * PROTOCOL_ERROR (raw frames over http2/tls.h).
  */
 #include "tests/unit/test.h"
 
@@ -14,9 +15,11 @@
 #include "http2/client.h"
 #include "http2/tls.h"
 #include "sandbox/apns_service.h"
+#include "sandbox/ratelimit.h"
 #include "sandbox/server.h"
 
 #include <cJSON.h>
+#include <ctype.h>
 #include <dirent.h>
 #include <nghttp2/nghttp2.h>
 #include <stdio.h>
@@ -45,6 +48,8 @@ struct fx {
     EVP_PKEY *priv;
     char *jwt;
     int port_prod, port_sbx;
+    struct sbx_device_limits limits; /* APNs per-device limit, when limits_on */
+    bool limits_on;
     /* the current batch */
     struct h2_pool *pool;
     struct result res[MAXREQ];
@@ -119,6 +124,10 @@ static void fx_setup(void (*tune)(struct fx *))
     };
     opt.cfg.keys = &F.key;
     opt.cfg.nkeys = 1;
+    if (F.limits_on) {
+        memcpy(opt.device_limits, F.limits.apns, sizeof opt.device_limits);
+        opt.ndevice_limits = F.limits.napns;
+    }
     sbx_apns_service_init(&F.prod, &opt, SBX_ENV_PRODUCTION);
     sbx_apns_service_init(&F.sbx, &opt, SBX_ENV_SANDBOX);
     F.srv = sbx_server_new(&F.loop, F.sctx);
@@ -206,7 +215,10 @@ static void run_batch(void)
 static void on_server_closed(void *arg)
 {
     cJSON *line = cJSON_CreateObject();
-    cJSON_AddItemToObject(line, "summary", sbx_server_summary(F.srv));
+    cJSON *sum = sbx_server_summary(F.srv);
+    if (F.prod.device_rate)
+        cJSON_AddItemToObject(sum, "apns_production", sbx_rate_summary(F.prod.device_rate));
+    cJSON_AddItemToObject(line, "summary", sum);
     sbx_record_write(F.rec, line);
     cJSON_Delete(line);
 }
@@ -217,6 +229,8 @@ static void fx_teardown(void)
     uv_run(&F.loop, UV_RUN_DEFAULT);
     ASSERT_EQ_INT(0, uv_loop_close(&F.loop));
     sbx_server_free(F.srv);
+    sbx_apns_service_clear(&F.prod);
+    sbx_apns_service_clear(&F.sbx);
     sbx_record_close(F.rec);
     sbx_tokens_file_close(&F.dead);
     SSL_CTX_free(F.sctx);
@@ -869,6 +883,92 @@ TEST(payload_size_edges_over_the_wire)
     cJSON_Delete(rec);
 }
 
+static void tune_apns_rate(struct fx *fx)
+{
+    char err[256];
+    sbx_device_limits_init(&fx->limits);
+    ASSERT_STR_EQ("device 240/min", fx->limits.apns[0].name); /* the defaults */
+    ASSERT_STR_EQ("device 5000/h", fx->limits.apns[1].name);
+    ASSERT_EQ_INT(1, sbx_device_limits_option(&fx->limits, "apns-device-rate", "3/h", err,
+                                              sizeof err));
+    fx->limits_on = true;
+}
+
+/* (e) APNs per-device limit: the 4th push to one token within the window
+ * is 429 TooManyRequests (no retry-after: Apple documents none); other
+ * tokens, the same token on the other environment's listener, and
+ * rejected pushes are not affected; the token's case does not matter. */
+TEST(device_rate_limit_too_many_requests)
+{
+    fx_setup(tune_apns_rate);
+    ASSERT(F.prod.device_rate && F.sbx.device_rate && F.prod.device_rate != F.sbx.device_rate);
+    pool_open(F.port_prod);
+    push(TOKEN_A, "com.example.App", F.jwt, "{}", NULL, NULL);
+    push(TOKEN_A, "com.example.App", F.jwt, "", NULL, NULL); /* PayloadEmpty: not counted */
+    push(TOKEN_A, "com.example.App", F.jwt, "{}", NULL, NULL);
+    push(TOKEN_A, "com.example.App", F.jwt, "{}", NULL, NULL);
+    push(TOKEN_A, "com.example.App", F.jwt, "{}", NULL, NULL);
+    push(TOKEN_B, "com.example.App", F.jwt, "{}", NULL, NULL);
+    run_batch();
+    /* Streams refused while the limit is 1 are retried, so the answers
+     * come in any order: count them. */
+    ASSERT_EQ_INT(400, F.res[1].status);
+    int ok = 0, limited = -1;
+    for (int i = 0; i < 5; i++) {
+        if (i == 1)
+            continue;
+        if (F.res[i].status == 200)
+            ok++;
+        else if (F.res[i].status == 429)
+            limited = i;
+        else
+            TEST_FAIL_("push %d: status %d", i, F.res[i].status);
+    }
+    ASSERT_EQ_INT(3, ok);
+    ASSERT(limited >= 0);
+    ASSERT_STR_EQ("{\"reason\":\"TooManyRequests\"}", F.res[limited].body);
+    ASSERT_STR_EQ("", F.res[limited].retry_after);
+    ASSERT(F.res[limited].apns_id[0] != '\0');
+    ASSERT_EQ_INT(200, F.res[5].status);
+
+    char upper[65];
+    for (size_t i = 0; i < 64; i++)
+        upper[i] = (char)toupper((unsigned char)TOKEN_A[i]);
+    upper[64] = '\0';
+    pool_open(F.port_prod);
+    push(upper, "com.example.App", F.jwt, "{}", NULL, NULL);
+    run_batch();
+    ASSERT_EQ_INT(429, F.res[0].status);
+    pool_open(F.port_sbx); /* the development environment keeps its own counts */
+    push(TOKEN_A, "com.example.App", F.jwt, "{}", NULL, NULL);
+    run_batch();
+    ASSERT_EQ_INT(200, F.res[0].status);
+    fx_teardown();
+
+    cJSON *rec = read_record();
+    int n429 = 0;
+    const cJSON *it, *sum = NULL;
+    cJSON_ArrayForEach(it, rec) {
+        if (cJSON_GetObjectItem(it, "summary"))
+            sum = cJSON_GetObjectItem(it, "summary");
+        if (jnum(it, "status") != 429)
+            continue;
+        n429++;
+        ASSERT_STR_EQ("TooManyRequests", jstr(it, "reason"));
+        ASSERT_STR_EQ("device 3/h", jstr(it, "rate_limit"));
+        ASSERT_STR_EQ("production", jstr(it, "env"));
+        ASSERT_NULL(cJSON_GetObjectItem(it, "retry_after"));
+        ASSERT_NULL(cJSON_GetObjectItem(it, "fault"));
+    }
+    ASSERT_EQ_INT(2, n429);
+    ASSERT_NOT_NULL(sum);
+    const cJSON *rl = cJSON_GetObjectItem(sum, "apns_production");
+    ASSERT_EQ_INT(4, jnum(rl, "allowed"));
+    ASSERT_EQ_INT(2, jnum(cJSON_GetObjectItem(rl, "limited"), "device 3/h"));
+    ASSERT_EQ_INT(2, jnum(rl, "keys"));
+    cJSON_Delete(rec);
+}
+
 TEST_MAIN(T(missing_token_then_success_and_record), T(stream_limit_opens_after_valid_token),
           T(rejection_drops_limit_to_one), T(sandbox_listener_adds_unique_id),
           T(unregistered_file_reload_mid_run), T(goaway_every_n_client_retries),
@@ -876,4 +976,4 @@ TEST_MAIN(T(missing_token_then_success_and_record), T(stream_limit_opens_after_v
           T(over_acknowledged_limit_gets_goaway_protocol_error),
           T(settings_follow_successes_and_rejections), T(header_list_over_8000_gets_431),
           T(hang_and_rst_stream_faults), T(body_in_several_data_frames),
-          T(payload_size_edges_over_the_wire))
+          T(payload_size_edges_over_the_wire), T(device_rate_limit_too_many_requests))

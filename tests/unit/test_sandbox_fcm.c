@@ -12,8 +12,9 @@
  * in-process, varsel's own HTTP/2 client over TLS on 127.0.0.1): a token
  * from /token then a send, expired and unknown bearers, 100-stream limit
  * and the GOAWAY "exceeded_max_concurrent_streams" for a client that
- * overruns it, ":scheme: https:" accepted (firebase-admin), faults, rate
- * limits, token-file reloads and the record.
+ * overruns it, ":scheme: https:" accepted (firebase-admin), faults, the
+ * per-device limits (collapsible burst of 20, the 241st message, per
+ * token, none in bench mode), token-file reloads and the record.
  */
 #include "tests/unit/test.h"
 
@@ -639,11 +640,44 @@ TEST(injected_faults)
     ASSERT_STR_EQ("UNKNOWN", res.grpc_status);
     sbx_fcm_set_fault(&res, 404, NULL);
     ASSERT_STR_EQ("UNREGISTERED", res.error_code);
-    sbx_fcm_set_quota(&res, "device", 240);
+    sbx_fcm_set_quota(&res, true, "240 per minute");
     ASSERT_EQ_INT(429, res.status);
+    ASSERT_STR_EQ("RESOURCE_EXHAUSTED", res.grpc_status);
     ASSERT_STR_EQ("QUOTA_EXCEEDED", res.error_code);
     ASSERT_STR_EQ("device", res.quota_subject);
-    ASSERT_STR_CONTAINS(res.quota_description, "240 per minute");
+    ASSERT_STR_EQ("Device message rate exceeded (limit: 240 per minute).",
+                  res.quota_description);
+    ASSERT_STR_EQ("Quota exceeded for the device: too many messages to one device.", res.message);
+    sbx_fcm_set_quota(&res, false, "600000 per minute");
+    ASSERT_STR_EQ("project:" PROJECT, res.quota_subject);
+    ASSERT_STR_CONTAINS(res.quota_description, "Project message rate exceeded");
+}
+
+/* FCM marks a message collapsible by android.collapse_key (either
+ * spelling); apns-collapse-id and webpush Topic do not count. */
+TEST(collapsible_messages)
+{
+    static const struct {
+        const char *message;
+        bool collapsible;
+    } cases[] = {
+        { "\"android\":{\"collapse_key\":\"score\"}", true },
+        { "\"android\":{\"collapseKey\":\"score\"}", true },
+        { "\"android\":{\"collapse_key\":\"\"}", false },
+        { "\"android\":{\"collapse_key\":null}", false },
+        { "\"android\":{\"priority\":\"high\"}", false },
+        { "\"notification\":{\"title\":\"t\"}", false },
+        { "\"apns\":{\"headers\":{\"apns-collapse-id\":\"c\"}}", false },
+        { "\"webpush\":{\"headers\":{\"Topic\":\"c\"}}", false },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char body[512];
+        snprintf(body, sizeof body, "{\"message\":{\"token\":\"%s\",%s}}", TOKEN_A,
+                 cases[i].message);
+        ASSERT_EQ_INT(200, send_body(body));
+        if (res.collapsible != cases[i].collapsible)
+            TEST_FAIL_("case %zu (%s): collapsible %d", i, cases[i].message, res.collapsible);
+    }
 }
 
 /* ---- end to end ------------------------------------------------------------ */
@@ -668,7 +702,9 @@ struct fx {
     struct sbx_tokens_file dead;
     EVP_PKEY *priv;
     int port;
-    unsigned device_rate;
+    bool limits_on;                 /* apply |limits| (else no rate limits) */
+    unsigned project_rate;          /* --fcm-project-rate-limit */
+    struct sbx_device_limits limits;
     int64_t expires_in;
     char bearer[300];
     struct h2_pool *pool;
@@ -737,8 +773,14 @@ static void fx_setup(void (*tune)(struct fx *))
     sbx_oauth_service_init(&F.oauth, &oopt);
     struct sbx_fcm_service_options fopt = {
         .oauth = &F.oauth, .faults = &F.faults, .record = F.rec, .unregistered = &F.dead,
-        .device_rate_per_min = F.device_rate,
+        .project_rate_per_min = F.project_rate,
     };
+    if (F.limits_on) {
+        memcpy(fopt.device_limits, F.limits.fcm, sizeof fopt.device_limits);
+        fopt.ndevice_limits = F.limits.nfcm;
+        if (F.limits.has_collapsible)
+            fopt.collapsible = F.limits.collapsible;
+    }
     sbx_fcm_service_init(&F.fcm, &fopt);
     F.srv = sbx_server_new(&F.loop, F.sctx);
     F.port = sbx_server_listen(F.srv, "fcm", "127.0.0.1:0", &F.fcm.svc, err, sizeof err);
@@ -750,6 +792,10 @@ static void on_server_closed(void *arg)
     cJSON *line = cJSON_CreateObject();
     cJSON *sum = sbx_server_summary(F.srv);
     cJSON_AddItemToObject(sum, "fcm", sbx_fcm_service_counts(&F.fcm));
+    if (F.fcm.device_rate)
+        cJSON_AddItemToObject(sum, "fcm_device", sbx_rate_summary(F.fcm.device_rate));
+    if (F.fcm.project_rate)
+        cJSON_AddItemToObject(sum, "fcm_project", sbx_rate_summary(F.fcm.project_rate));
     cJSON_AddItemToObject(sum, "oauth", sbx_oauth_service_summary(&F.oauth));
     cJSON_AddItemToObject(line, "summary", sum);
     sbx_record_write(F.rec, line);
@@ -1328,9 +1374,21 @@ TEST(e2e_unavailable_without_retry_after)
     fx_teardown();
 }
 
+/* The limits as the command line sets them (defaults, then |name| |arg|). */
+static void limits_option(struct fx *fx, const char *name, const char *arg)
+{
+    char err[256];
+    if (!fx->limits_on) {
+        sbx_device_limits_init(&fx->limits);
+        fx->limits_on = true;
+    }
+    if (name && sbx_device_limits_option(&fx->limits, name, arg, err, sizeof err) != 1)
+        TEST_FAIL_("--%s %s: %s", name, arg, err);
+}
+
 static void tune_device_rate(struct fx *fx)
 {
-    fx->device_rate = 2;
+    limits_option(fx, "fcm-device-rate-limit", "2"); /* older spelling of 2/min */
 }
 
 TEST(e2e_device_rate_limit)
@@ -1354,6 +1412,238 @@ TEST(e2e_device_rate_limit)
     ASSERT_EQ_INT(2, ok);
     ASSERT_EQ_INT(1, limited);
     ASSERT_EQ_INT(200, F.res[3].status);
+    fx_teardown();
+}
+
+static void send_collapsible(const char *token)
+{
+    char body[512];
+    snprintf(body, sizeof body, "{\"message\":{\"token\":\"%s\",\"data\":{\"sync\":\"1\"},"
+             "\"android\":{\"collapse_key\":\"sync\",\"priority\":\"high\"}}}", token);
+    submit("POST", PATH, "application/json", F.bearer, body);
+}
+
+static const cJSON *summary_of(const cJSON *rec)
+{
+    const cJSON *it;
+    cJSON_ArrayForEach(it, rec)
+        if (cJSON_GetObjectItem(it, "summary"))
+            return cJSON_GetObjectItem(it, "summary");
+    return NULL;
+}
+
+static void tune_default_limits(struct fx *fx)
+{
+    limits_option(fx, NULL, NULL); /* FCM's numbers: 240/min, 5000/h, 20 +1/180 s */
+}
+
+/* (a) FCM's collapsible burst with the default numbers: 20 collapsible
+ * messages to one token pass, the 21st is 429 QUOTA_EXCEEDED with
+ * Retry-After; a non-collapsible message to that token still passes. */
+TEST(e2e_collapsible_burst_of_twenty)
+{
+    fx_setup(tune_default_limits);
+    quick_bearer();
+    pool_open(1);
+    for (int i = 0; i < 21; i++)
+        send_collapsible(TOKEN_A);
+    run_batch();
+    for (int i = 0; i < 20; i++)
+        ASSERT_EQ_INT(200, F.res[i].status);
+    ASSERT_EQ_INT(429, F.res[20].status);
+    ASSERT_STR_EQ("180", F.res[20].retry_after); /* one message back in 3 min */
+    ASSERT_STR_EQ("application/json; charset=UTF-8", F.res[20].ctype);
+    cJSON *body = cJSON_Parse(F.res[20].body);
+    ASSERT_NOT_NULL(body);
+    const cJSON *e = cJSON_GetObjectItem(body, "error");
+    ASSERT_EQ_INT(429, jnum(e, "code"));
+    ASSERT_STR_EQ("RESOURCE_EXHAUSTED", jstr(e, "status"));
+    ASSERT_STR_EQ("Quota exceeded for the device: too many messages to one device.",
+                  jstr(e, "message"));
+    const cJSON *d = cJSON_GetObjectItem(e, "details");
+    ASSERT_EQ_INT(2, cJSON_GetArraySize(d));
+    const cJSON *fe = cJSON_GetArrayItem(d, 0), *qf = cJSON_GetArrayItem(d, 1);
+    ASSERT_STR_EQ("type.googleapis.com/google.firebase.fcm.v1.FcmError", jstr(fe, "@type"));
+    ASSERT_STR_EQ("QUOTA_EXCEEDED", jstr(fe, "errorCode"));
+    ASSERT_STR_EQ("type.googleapis.com/google.rpc.QuotaFailure", jstr(qf, "@type"));
+    const cJSON *v = cJSON_GetArrayItem(cJSON_GetObjectItem(qf, "violations"), 0);
+    ASSERT_STR_EQ("device", jstr(v, "subject"));
+    ASSERT_STR_EQ("Device message rate exceeded (limit: 20 collapsible messages in a burst, "
+                  "then 1 per 180 seconds).", jstr(v, "description"));
+    cJSON_Delete(body);
+
+    pool_open(1);
+    send_msg(TOKEN_A);          /* not collapsible: only 21 of 240/min used */
+    send_collapsible(TOKEN_A);  /* still over the burst */
+    send_collapsible(TOKEN_B);  /* another token has its own burst */
+    run_batch();
+    ASSERT_EQ_INT(200, F.res[0].status);
+    ASSERT_EQ_INT(429, F.res[1].status);
+    ASSERT(atoi(F.res[1].retry_after) >= 179 && atoi(F.res[1].retry_after) <= 180);
+    ASSERT_EQ_INT(200, F.res[2].status);
+    fx_teardown();
+
+    cJSON *rec = read_record();
+    int n429 = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, rec) {
+        if (jnum(it, "status") != 429)
+            continue;
+        n429++;
+        ASSERT_STR_EQ("QUOTA_EXCEEDED", jstr(it, "reason"));
+        ASSERT_STR_EQ(TOKEN_A, jstr(it, "token"));
+        ASSERT_STR_EQ("collapsible 20+1/180s", jstr(it, "rate_limit"));
+        ASSERT(jnum(it, "retry_after") >= 179);
+        ASSERT_NULL(cJSON_GetObjectItem(it, "fault"));
+        ASSERT_NULL(jstr(it, "message_name"));
+    }
+    ASSERT_EQ_INT(2, n429);
+    const cJSON *sum = summary_of(rec);
+    ASSERT_NOT_NULL(sum);
+    ASSERT_EQ_INT(2, jnum(cJSON_GetObjectItem(sum, "fcm"), "QUOTA_EXCEEDED"));
+    const cJSON *dev = cJSON_GetObjectItem(sum, "fcm_device");
+    ASSERT_EQ_INT(22, jnum(dev, "allowed"));
+    ASSERT_EQ_INT(2, jnum(cJSON_GetObjectItem(dev, "limited"), "collapsible 20+1/180s"));
+    ASSERT_EQ_INT(0, jnum(cJSON_GetObjectItem(dev, "limited"), "device 240/min"));
+    ASSERT_EQ_INT(2, jnum(dev, "keys"));
+    cJSON_Delete(rec);
+}
+
+static void tune_240_per_hour(struct fx *fx)
+{
+    /* FCM's 240/min count, refilled one per 15 s instead of one per 250 ms,
+     * so however slow the batch, nothing comes back during it. */
+    limits_option(fx, "fcm-device-rate", "240/h");
+}
+
+/* (b) the 241st message to one token is 429; (c) another token is not
+ * affected. */
+TEST(e2e_241st_message_to_a_token_is_429)
+{
+    fx_setup(tune_240_per_hour);
+    quick_bearer();
+    pool_open(1);
+    for (int i = 0; i < 241; i++)
+        send_msg(TOKEN_A);
+    send_msg(TOKEN_B);
+    run_batch();
+    int ok = 0, limited = -1;
+    for (int i = 0; i < 241; i++) {
+        if (F.res[i].status == 200)
+            ok++;
+        else if (F.res[i].status == 429 && limited < 0)
+            limited = i;
+        else
+            TEST_FAIL_("request %d: status %d", i, F.res[i].status);
+    }
+    ASSERT_EQ_INT(240, ok);
+    ASSERT_EQ_INT(240, limited); /* answered in order on one connection */
+    ASSERT(atoi(F.res[240].retry_after) >= 14 && atoi(F.res[240].retry_after) <= 15);
+    ASSERT_STR_CONTAINS(F.res[240].body, "\"errorCode\": \"QUOTA_EXCEEDED\"");
+    ASSERT_STR_CONTAINS(F.res[240].body, "(limit: 240 per hour)");
+    ASSERT_EQ_INT(200, F.res[241].status);
+    fx_teardown();
+    cJSON *rec = read_record();
+    const cJSON *it, *l429 = NULL;
+    cJSON_ArrayForEach(it, rec)
+        if (jnum(it, "status") == 429)
+            l429 = it;
+    ASSERT_NOT_NULL(l429);
+    ASSERT_STR_EQ("device 240/h", jstr(l429, "rate_limit"));
+    cJSON_Delete(rec);
+}
+
+static void tune_three_per_hour(struct fx *fx)
+{
+    limits_option(fx, "fcm-device-rate", "3/h");
+    limits_option(fx, "fcm-collapsible-burst", "off");
+}
+
+/* (c) per token: one token over its limit, the others untouched; topics
+ * and dry runs take nothing. */
+TEST(e2e_device_limit_is_per_token)
+{
+    fx_setup(tune_three_per_hour);
+    quick_bearer();
+    pool_open(1);
+    for (int i = 0; i < 4; i++)
+        send_msg(TOKEN_A);
+    for (int i = 0; i < 3; i++)
+        send_msg(TOKEN_B);
+    for (int i = 0; i < 5; i++)
+        send_collapsible(TOKEN_B "x"); /* collapsible limit off: only 3/h */
+    submit("POST", PATH, "application/json", F.bearer,
+           "{\"validate_only\":true,\"message\":{\"token\":\"" TOKEN_A "\"}}");
+    submit("POST", PATH, "application/json", F.bearer, "{\"message\":{\"topic\":\"news\"}}");
+    run_batch();
+    int expect[] = { 200, 200, 200, 429, 200, 200, 200, 200, 200, 200, 429, 429, 200, 200 };
+    for (int i = 0; i < 14; i++)
+        if (F.res[i].status != expect[i])
+            TEST_FAIL_("request %d: status %d, want %d", i, F.res[i].status, expect[i]);
+    fx_teardown();
+}
+
+static void tune_project_rate(struct fx *fx)
+{
+    limits_option(fx, "fcm-device-rate", "3/h");
+    fx->project_rate = 2;
+}
+
+/* The per-project limit after the per-device one; a message the project
+ * limit refuses takes nothing from its token's budget. */
+TEST(e2e_project_limit_takes_nothing_from_the_device)
+{
+    fx_setup(tune_project_rate);
+    quick_bearer();
+    pool_open(1);
+    send_msg(TOKEN_A);
+    send_msg(TOKEN_B);
+    send_msg(TOKEN_A);
+    run_batch();
+    ASSERT_EQ_INT(200, F.res[0].status);
+    ASSERT_EQ_INT(200, F.res[1].status);
+    ASSERT_EQ_INT(429, F.res[2].status);
+    ASSERT_STR_CONTAINS(F.res[2].body, "\"subject\": \"project:" PROJECT "\"");
+    ASSERT_STR_CONTAINS(F.res[2].body, "(limit: 2 per minute)");
+    ASSERT_STR_EQ("30", F.res[2].retry_after);
+    fx_teardown();
+    cJSON *rec = read_record();
+    const cJSON *it, *l429 = NULL;
+    cJSON_ArrayForEach(it, rec)
+        if (jnum(it, "status") == 429)
+            l429 = it;
+    ASSERT_NOT_NULL(l429);
+    ASSERT_STR_EQ("project 2/min", jstr(l429, "rate_limit"));
+    const cJSON *sum = summary_of(rec);
+    ASSERT_EQ_INT(2, jnum(cJSON_GetObjectItem(sum, "fcm_device"), "allowed"));
+    ASSERT_EQ_INT(2, jnum(cJSON_GetObjectItem(sum, "fcm_project"), "allowed"));
+    ASSERT_EQ_INT(1, jnum(cJSON_GetObjectItem(cJSON_GetObjectItem(sum, "fcm_project"),
+                                              "limited"), "project 2/min"));
+    cJSON_Delete(rec);
+}
+
+static void tune_bench(struct fx *fx)
+{
+    limits_option(fx, NULL, NULL);
+    sbx_device_limits_bench(&fx->limits); /* what --bench does */
+}
+
+/* (d) --bench: no per-device limits, so 300 messages (collapsible too) to
+ * one token all pass. */
+TEST(e2e_bench_has_no_device_limits)
+{
+    fx_setup(tune_bench);
+    ASSERT_NULL(F.fcm.device_rate);
+    quick_bearer();
+    pool_open(1);
+    for (int i = 0; i < 300; i++)
+        if (i % 2)
+            send_collapsible(TOKEN_A);
+        else
+            send_msg(TOKEN_A);
+    run_batch();
+    for (int i = 0; i < 300; i++)
+        ASSERT_EQ_INT(200, F.res[i].status);
     fx_teardown();
 }
 
@@ -1405,9 +1695,12 @@ TEST_MAIN(T(paths_and_methods), T(authentication_and_project), T(body_not_json),
           T(unknown_names), T(wrong_types), T(enums_and_durations), T(several_errors_at_once),
           T(one_target_only), T(camel_case_names), T(topics_and_conditions), T(token_format),
           T(reserved_data_keys), T(size_limits), T(token_tables), T(success_body_and_names),
-          T(injected_faults), T(e2e_token_then_send_over_h2), T(e2e_bearer_missing_unknown_expired),
+          T(injected_faults), T(collapsible_messages), T(e2e_token_then_send_over_h2), T(e2e_bearer_missing_unknown_expired),
           T(e2e_hundred_streams_per_connection), T(e2e_over_the_limit_gets_google_goaway),
           T(e2e_exactly_one_hundred_is_fine), T(e2e_scheme_with_colon_is_accepted),
           T(e2e_quota_fault_with_retry_after), T(e2e_unavailable_without_retry_after),
-          T(e2e_device_rate_limit), T(e2e_unregistered_file_reload),
+          T(e2e_device_rate_limit), T(e2e_collapsible_burst_of_twenty),
+          T(e2e_241st_message_to_a_token_is_429), T(e2e_device_limit_is_per_token),
+          T(e2e_project_limit_takes_nothing_from_the_device),
+          T(e2e_bench_has_no_device_limits), T(e2e_unregistered_file_reload),
           T(e2e_goaway_every_n_client_retries))
