@@ -414,6 +414,30 @@ def test_muted_type_is_not_sent_but_alerts_always_are(ctx):
 
 
 # --------------------------------------------------------------------------
+# read receipts
+
+def test_receipt_opened_marks_the_device(ctx):
+    rs, sb, d, r = stack(ctx)
+    phone, tablet = h.new_token(), h.new_token()
+    register(r, [h.device_register("g-kari", "phone", phone),
+                 h.device_register("g-kari", "tablet", tablet)])
+    ev = h.message_new(["g-kari"], "t-o", "Lærer Solberg", "Ila skole")
+    h.publish(r, ev)
+    wait_status(r, ev, {"g-kari:phone": "sent", "g-kari:tablet": "sent"})
+    h.publish(r, h.event("receipt.opened", user="g-kari", device="phone", event=ev["id"]))
+    wait_status(r, ev, {"g-kari:phone": "opened", "g-kari:tablet": "sent"})
+    rc = [x for x in h.receipts(r) if x["event"] == ev["id"] and x["status"] == "opened"]
+    check_eq(1, len(rc), f"one 'opened' receipt: {rc}")
+    check_eq(("g-kari", "phone", h.TENANT), (rc[0]["user"], rc[0]["device"], rc[0]["tenant"]),
+             "it names the device and tenant")
+    # A replay of the message skips the opened device and the sent one.
+    h.publish(r, ev)
+    wait_for(lambda: r.xpending()["count"] == 0, 20, what="replay settled")
+    check_eq(1, len(to_token(sb, phone)), "no second push after a replay")
+    no_leaks(ctx, d, ["Solberg"], [phone, tablet])
+
+
+# --------------------------------------------------------------------------
 # 10. an alert nobody can receive is escalated
 
 def test_alert_with_no_reachable_device_is_escalated(ctx):
