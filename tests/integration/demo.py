@@ -113,12 +113,18 @@ def run(build, root):
             print(f"  {user:<5} {dev:<12} {label:<8} locale {e.get('locale')}  "
                   f"{where:<16}  token {h.short(e.get('token'))}")
 
-        section("2. The school's systems publish events (XADD varsel:events)")
+        section("2. The school's systems publish events (XADD varsel:events; the "
+                "unreported-absence alert to varsel:urgent, served first)")
         events = build_events()
         malformed = h.message_new("ola", thread="x", sender_name="Feil", school_name="Feil",
                                   id="msg-broken-1")
-        ids = h.publish_many(r, events + [malformed])
-        for ev, eid in zip(events + [malformed], ids):
+        bulk = [ev for ev in events if ev["type"] != "absence.alert"] + [malformed]
+        urgent = [ev for ev in events if ev["type"] == "absence.alert"]
+        ids = dict(zip((ev["id"] for ev in bulk), h.publish_many(r, bulk)))
+        ids.update(zip((ev["id"] for ev in urgent),
+                       (f"{x} (urgent)" for x in h.publish_many(r, urgent,
+                                                                stream="varsel:urgent"))))
+        for ev, eid in ((ev, ids[ev["id"]]) for ev in events + [malformed]):
             rcp = ev["recipients"]
             who = ", ".join(x if isinstance(x, str) else x["user"] for x in rcp) \
                 if isinstance(rcp, list) else repr(rcp)
