@@ -56,6 +56,7 @@ struct job {
     struct stream_entry entry;
     struct event *ev;
     enum job_stage stage;
+    uint64_t epoch;              /* cmd connection epoch at start (WAIT before XACK) */
     int refs;                    /* outstanding callbacks that reference it */
     bool redis_failed;           /* a lookup failed: release without ack */
     /* expansion, a slice of recipients at a time */
@@ -104,6 +105,8 @@ struct pipeline {
     void *stop_arg;
     struct pipeline_stats st;
     int timers_open;
+    struct stream_acker *acker;  /* XACK, after WAIT when replicas must have the writes */
+    struct stream_member *member; /* consumer-name lease, removal of gone consumers */
 };
 
 static void maybe_read(struct pipeline *pl);
@@ -127,6 +130,7 @@ static struct job *job_new(struct pipeline *pl, struct stream_entry *e)
 {
     struct job *j = xcalloc(1, sizeof *j);
     j->pl = pl;
+    j->epoch = redis_conn_epoch(pl->cmd);
     j->entry = *e;            /* takes ownership */
     memset(e, 0, sizeof *e);
     j->next = pl->jobs;
@@ -199,21 +203,19 @@ static void job_release(struct job *j)
     }
 }
 
-static void on_ack(redisAsyncContext *ac, void *r, void *priv)
+static void on_ack(void *priv, bool ok, const char *why)
 {
     struct job *j = priv;
-    redisReply *reply = r;
     struct pipeline *pl = j->pl;
     j->refs--;
-    if (reply && reply->type != REDIS_REPLY_ERROR) {
+    if (ok) {
         pl->st.acked++;
         const char *v[] = { "acked" };
         stats_add(STATS_EVENTS, v, 1);
         log_debug("pipeline", "acked %s", j->entry.id);
     } else if (!pl->closed) {
-        log_warn("pipeline", "XACK %s failed (%s): the entry stays pending and is "
-                 "skipped when replayed", j->entry.id,
-                 reply ? reply->str : "connection lost");
+        log_warn("pipeline", "XACK %s not done (%s): the entry stays pending and is "
+                 "replayed, its settled deliveries skipped", j->entry.id, why);
     }
     job_release(j);
 }
@@ -222,7 +224,7 @@ static void job_ack(struct job *j)
 {
     struct pipeline *pl = j->pl;
     j->stage = JOB_ACKING;
-    if (stream_ack(pl->cmd, pl->cfg.stream, pl->cfg.group, j->entry.id, on_ack, j) == 0)
+    if (stream_acker_ack(pl->acker, j->entry.id, j->epoch, on_ack, j) == 0)
         j->refs++;
     else
         job_release(j);
@@ -740,7 +742,8 @@ static bool is_poison(const struct pipeline *pl, const char *id)
 static void maybe_read(struct pipeline *pl)
 {
     if (pl->stopping || pl->closed || !pl->group_ready || pl->reading ||
-        !redis_conn_ready(pl->rd) || !redis_conn_ready(pl->cmd) || !has_room(pl))
+        !redis_conn_ready(pl->rd) || !redis_conn_ready(pl->cmd) || !has_room(pl) ||
+        !stream_member_holds_name(pl->member))
         return;
     if (pl->history && !pl->poison_scanned) {
         /* Before replaying our own pending entries, learn how often each
@@ -898,6 +901,20 @@ static void collect_pipeline(void *arg)
     const char *c1[] = { "cmd" }, *c2[] = { "read" };
     stats_set(STATS_REDIS_CONNECTED, c1, pl->cmd && redis_conn_ready(pl->cmd) ? 1 : 0);
     stats_set(STATS_REDIS_CONNECTED, c2, pl->rd && redis_conn_ready(pl->rd) ? 1 : 0);
+    /* Scale-out and Sentinel figures kept by queue/ (issue #8). */
+    if (pl->acker) {
+        struct stream_acker_counts ac;
+        stream_acker_counts(pl->acker, &ac);
+        const char *w1[] = { "ok" }, *w2[] = { "short" }, *w3[] = { "failed" };
+        stats_set(STATS_REDIS_WAITS, w1, (double)ac.waits_ok);
+        stats_set(STATS_REDIS_WAITS, w2, (double)ac.waits_short);
+        stats_set(STATS_REDIS_WAITS, w3, (double)ac.waits_failed);
+        stats_set(STATS_ACKS_ALREADY_DONE, NULL, (double)ac.already_acked);
+    }
+    if (pl->cmd)
+        stats_set(STATS_REDIS_MASTER_CHANGES, c1, (double)redis_conn_master_changes(pl->cmd));
+    if (pl->rd)
+        stats_set(STATS_REDIS_MASTER_CHANGES, c2, (double)redis_conn_master_changes(pl->rd));
 }
 
 static void on_trimmed(redisAsyncContext *ac, void *r, void *priv)
@@ -941,7 +958,9 @@ static void on_claim_timer(uv_timer_t *t)
         pl->last_trim_ms = now;
         stream_trim(pl->cmd, pl->cfg.stream, on_trimmed, pl);
     }
-    if (!pl->claiming && has_room(pl)) {
+    /* Taking over is reading too: only under our own name, and after our
+     * own pending entries (the poison check knows their counts then). */
+    if (!pl->claiming && has_room(pl) && !pl->history && stream_member_holds_name(pl->member)) {
         if (stream_autoclaim(pl->cmd, pl->cfg.stream, pl->cfg.group, pl->cfg.consumer,
                              pl->cfg.claim_idle_ms, pl->claim_cursor, pl->cfg.batch_size,
                              on_autoclaim, pl) == 0)
@@ -951,9 +970,16 @@ static void on_claim_timer(uv_timer_t *t)
 
 /* ---- connections ------------------------------------------------------- */
 
+/* The consumer name was won (start reading) or lost (maybe_read stops). */
+static void on_member_change(void *arg)
+{
+    maybe_read(arg);
+}
+
 static void on_cmd_ready(struct redis_conn *c, void *user)
 {
     struct pipeline *pl = user;
+    stream_member_tick(pl->member); /* reading waits for the consumer name */
     create_group(pl);
     delivery_ctx_flush(&pl->dctx);
     maybe_read(pl);
@@ -998,6 +1024,13 @@ struct pipeline *pipeline_new(uv_loop_t *loop, const struct pipeline_config *cfg
     stream_init(pl->cmd);
     rc.name = "read";
     pl->rd = redis_conn_new(loop, &rc, on_rd_ready, on_conn_down, pl);
+    struct stream_acker_config acfg = { cfg->stream, cfg->group, cfg->wait_replicas,
+                                        cfg->wait_timeout_ms };
+    pl->acker = stream_acker_new(loop, pl->cmd, &acfg);
+    /* The name lease lives as long as entries do before others take them. */
+    struct stream_member_config mcfg = { cfg->stream, cfg->group, cfg->consumer, cfg->prefix,
+                                         cfg->claim_idle_ms, cfg->consumer_gone_ms };
+    pl->member = stream_member_new(loop, pl->cmd, &mcfg, on_member_change, pl);
     uv_timer_init(loop, &pl->claim_timer);
     pl->claim_timer.data = pl;
     uint64_t every = (uint64_t)(cfg->claim_idle_ms / 3);
@@ -1055,7 +1088,7 @@ static void on_stop_timer(uv_timer_t *t)
     struct pipeline *pl = t->data;
     pl->stop_waited_ms += 50;
     bool drained = pl->dctx.inflight == 0 && delivery_ctx_unwritten(&pl->dctx) == 0 &&
-                   pl->dctx.n_retries == 0;
+                   pl->dctx.n_retries == 0 && !stream_member_leaving(pl->member);
     for (struct job *j = pl->jobs; j && drained; j = j->next)
         if (j->refs > 0)
             drained = false;
@@ -1073,6 +1106,7 @@ void pipeline_stop(struct pipeline *pl, uint32_t timeout_ms, void (*done)(void *
     pl->stop_arg = arg;
     pl->stop_timeout_ms = timeout_ms;
     uv_timer_stop(&pl->claim_timer);
+    stream_member_leave(pl->member); /* a restart under this name may read at once */
     pl->dctx.stopping = true;
     log_info("pipeline", "stopping: %zu deliveries in flight", pl->dctx.inflight);
     uv_timer_start(&pl->stop_timer, on_stop_timer, 0, 50);
@@ -1105,6 +1139,10 @@ void pipeline_free(struct pipeline *pl)
         redis_conn_close(pl->rd);
     if (pl->cmd)
         redis_conn_close(pl->cmd);
+    stream_acker_free(pl->acker); /* after the close: no reply outstanding */
+    pl->acker = NULL;
+    stream_member_free(pl->member);
+    pl->member = NULL;
     uv_close((uv_handle_t *)&pl->claim_timer, on_timer_closed);
     uv_close((uv_handle_t *)&pl->stop_timer, on_timer_closed);
     delivery_ctx_close(&pl->dctx, on_dctx_closed, pl);
@@ -1113,7 +1151,8 @@ void pipeline_free(struct pipeline *pl)
 bool pipeline_ready(const struct pipeline *pl)
 {
     return !pl->closed && !pl->stopping && pl->group_ready && pl->rd && pl->cmd &&
-           redis_conn_ready(pl->rd) && redis_conn_ready(pl->cmd);
+           redis_conn_ready(pl->rd) && redis_conn_ready(pl->cmd) &&
+           stream_member_holds_name(pl->member);
 }
 
 void pipeline_get_stats(const struct pipeline *pl, struct pipeline_stats *out)
