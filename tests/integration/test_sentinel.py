@@ -170,3 +170,60 @@ def test_wait_replicas_holds_acks(ctx):
              what=lambda: f"acknowledged once the replica is back: {r.xpending()}")
     accepted = [x["token"] for x in sb.accepted()]
     check_eq(sorted(toks.values()), sorted(accepted), "each sent once, not replayed")
+
+
+def test_cluster_node_needs_one_hash_tag(ctx):
+    """Redis Cluster readiness (docs/redis.md, "Redis Cluster"): on a cluster
+    node every script must keep its keys in one slot. With the default key
+    layout the device registry's script spans slots and is refused
+    (CROSSSLOT: the event is dead-lettered); with prefix "{varsel}:" and
+    stream "{varsel}:events" every key shares one hash tag and the whole
+    pipeline runs: registry, deliveries, a retry, a dead-token removal."""
+    rs = ctx.redis_server(subdir="redis-cluster", extra=[
+        "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"])
+    r = ctx.client(rs)
+    r.call("CLUSTER", "ADDSLOTSRANGE", "0", "16383")
+    wait_for(lambda: "cluster_state:ok" in r.call("CLUSTER", "INFO"), 20,
+             what="the one-node cluster up")
+    sb = ctx.sandbox(extra=["--fault-rate", "503:30", "--seed", "3"])
+
+    # Default layout: refused.
+    d0 = ctx.daemon(rs, sb, consumer="plain")
+    tok = h.new_token()
+    h.publish(r, h.device_register("c0", "phone", tok))
+    wait_for(lambda: any(x.get("code") == "registry_error" for x in h.dead_letters(r)), 20,
+             what="the register dead-lettered")
+    dl = [x for x in h.dead_letters(r) if x.get("code") == "registry_error"][0]
+    check("CROSSSLOT" in dl.get("reason", "") or "slot" in dl.get("reason", "").lower(),
+          f"refused for its slots: {dl.get('reason')!r}")
+    d0.stop()
+
+    # One hash tag for everything.
+    prefix, stream = "{varsel}:", "{varsel}:events"
+    d = ctx.daemon(rs, sb, consumer="tagged", start=False, overrides={
+        "redis": {"prefix": prefix, "stream": stream},
+        "delivery": {"retry_base_ms": "100", "retry_max_delay_ms": "300"},
+        "app demo": {"retry_max_attempts": "20"}})
+    d.start(wait_ready=False)
+    users = [f"c{i}" for i in range(1, 21)]
+    toks = {u: h.new_token() for u in users}
+    dead = users[0]
+    sb.set_unregistered([toks[dead]])
+    h.publish_many(r, [h.device_register(u, "phone", toks[u]) for u in users], stream=stream)
+    ev = h.message_new(users, "t-cluster", "A", "B")
+    h.publish(r, ev, stream=stream)
+    skey = f"{prefix}{{{h.TENANT}}}:status:{ev['id']}"
+    wait_for(lambda: len(r.hgetall(skey)) == len(users) and
+             "retrying" not in r.hgetall(skey).values(), 30,
+             what=lambda: f"every delivery final: {r.hgetall(skey)}")
+    st = r.hgetall(skey)
+    check_eq("invalid_token", st[f"{dead}:phone"], "the dead token's delivery")
+    check_eq(len(users) - 1, sum(1 for v in st.values() if v == "sent"), "the others sent")
+    check(r.call("HGET", f"{prefix}{{{h.TENANT}}}:devices:{dead}", "phone") is None,
+          "the dead token was removed from the registry")
+    wait_for(lambda: r.xpending(stream=stream)["count"] == 0, 20, what="nothing pending")
+    retried = sum(1 for _, x in r.xrange(prefix + "receipts") if x.get("status") == "retrying")
+    check(retried > 0, "some deliveries went through the retry schedule")
+    check_eq(0, r.call("ZCARD", prefix + "retry") + r.call("ZCARD", prefix + "retry:lease"),
+             "retry schedule empty")
+    ctx.note(f"one-node cluster, one hash tag: {len(users)} deliveries, {retried} retries")
