@@ -224,10 +224,14 @@ static void job_ack(struct job *j)
 {
     struct pipeline *pl = j->pl;
     j->stage = JOB_ACKING;
-    if (stream_acker_ack(pl->acker, j->entry.id, j->epoch, on_ack, j) == 0)
+    if (stream_acker_ack(pl->acker, j->entry.id, j->epoch, on_ack, j) == 0) {
         j->refs++;
-    else
-        job_release(j);
+        return;
+    }
+    if (!pl->closed)
+        log_info("pipeline", "entry %s not acknowledged: Redis is down or the connection "
+                 "changed since its writes; it stays pending and is replayed", j->entry.id);
+    job_release(j);
 }
 
 /* ---- dead letters and device events ------------------------------------ */
