@@ -214,7 +214,8 @@ def scaleout(ctx, n_events, per_event, publish_s=20.0, kill_at=0.25, claim_idle_
         elif x["status"] == "retrying":
             retries += 1
     twice = [k for k, n in attempts.items() if n > 1]
-    check(not twice, f"{len(twice)} attempts have two receipts (a retry ran twice), "
+    check(not twice, f"{len(twice)} attempts have two receipts (sent twice: a delivery "
+          f"or a retry ran twice), "
           f"e.g. {twice[:3]}")
     check_eq(total, len(finals), "deliveries with a final receipt")
     dup_final = [k for k, n in finals.items() if n > 1]
