@@ -64,6 +64,7 @@ struct sentinel {
     void *priv;
     bool w_up;                  /* subscribed */
     uint64_t w_warned_ms;       /* last "cannot subscribe" warning */
+    uint64_t auth_warned_ms;    /* last "refused AUTH" error */
     bool closing;
     int open_timers;
 };
@@ -111,9 +112,15 @@ static void on_auth(redisAsyncContext *ac, void *r, void *priv)
     redisReply *reply = r;
     if (l->ac != ac || reply == NULL || reply->type != REDIS_REPLY_ERROR)
         return;
-    /* The command after it fails too and moves on to the next Sentinel. */
-    log_error("sentinel", "%s: Sentinel %s:%d refused AUTH: %s", l->s->name,
-              l->s->hosts[l->idx], l->s->ports[l->idx], reply->str);
+    /* The command after it fails too and moves on to the next Sentinel.
+     * Every lookup would say it again: once per 30 s is enough. */
+    struct sentinel *s = l->s;
+    uint64_t now = mono_ms();
+    if (s->auth_warned_ms != 0 && now - s->auth_warned_ms < 30000)
+        return;
+    s->auth_warned_ms = now;
+    log_error("sentinel", "%s: Sentinel %s:%d refused AUTH: %s", s->name, s->hosts[l->idx],
+              s->ports[l->idx], reply->str);
 }
 
 /* ---- lookup ------------------------------------------------------------ */
