@@ -67,11 +67,12 @@ enum ktype {
     K_LISTEN,    /* "IPv4:port", "[IPv6]:port", "off" or empty; fills config_admin */
     K_TZ,        /* an IANA time zone name found under /usr/share/zoneinfo */
     K_HHMM,      /* a local time "HH:MM", stored as int64 minutes after midnight */
+    K_ADDRS,     /* "ip:port,[ip6]:port,..." (IP literals); fills the sentinel arrays */
 };
 
 static const char *const type_names[] = { "string", "int", "bool", "enum", "url",
                                           "redis-url", "file", "dir", "listen", "timezone",
-                                          "HH:MM" };
+                                          "HH:MM", "addresses" };
 
 struct key {
     enum ksect sect;
@@ -144,6 +145,20 @@ static const struct key keys[] = {
     { SEC_REDIS, "trim_interval_ms", K_INT, G(redis.trim_interval_ms), "10000", NULL,
       false, 0, 86400000, "milliseconds",
       "how often the events stream is trimmed below what every group still needs; 0 = never" },
+    { SEC_REDIS, "sentinels", K_ADDRS, G(redis.sentinels), NULL, "none", false, 0, 0, NULL,
+      "Sentinel addresses (ip:port, [ipv6]:port, comma-separated): find and follow the master "
+      "through them instead of url's host and port" },
+    { SEC_REDIS, "master_name", K_STRING, G(redis.master_name), NULL, "none", false, 1, 256,
+      NULL, "name of the master in Sentinel (sentinel monitor NAME ...); needs sentinels" },
+    { SEC_REDIS, "sentinel_password", K_STRING, G(redis.sentinel_password), NULL, "none",
+      false, 1, 512, "visible", "password of the Sentinels (their requirepass)" },
+    { SEC_REDIS, "wait_replicas", K_INT, G(redis.wait_replicas), "0", NULL, false, 0, 16, NULL,
+      "before XACK, WAIT until this many replicas have the entry's writes; 0 = no WAIT" },
+    { SEC_REDIS, "wait_timeout_ms", K_INT, G(redis.wait_timeout_ms), "1000", NULL, false, 10,
+      10000, "milliseconds", "how long one WAIT may take; fewer replicas by then: no XACK yet" },
+    { SEC_REDIS, "consumer_gone_ms", K_INT, G(redis.consumer_gone_ms), "86400000", NULL, false,
+      0, 2592000000, "milliseconds",
+      "remove other consumers idle this long with nothing pending and no live process; 0 = never" },
 
     /* [tls] */
     { SEC_TLS, "ca_file", K_FILE, G(tls.ca_file), NULL, "none", false, 0, 0, NULL,
@@ -535,6 +550,72 @@ static int parse_listen(const char *v, struct config_admin *a)
     return 0;
 }
 
+static void free_sentinels(struct config_redis *r)
+{
+    for (size_t i = 0; i < r->n_sentinels; i++)
+        free(r->sentinel_hosts[i]);
+    free(r->sentinel_hosts);
+    free(r->sentinel_ports);
+    r->sentinel_hosts = NULL;
+    r->sentinel_ports = NULL;
+    r->n_sentinels = 0;
+}
+
+/*
+ * Parse "ip:port, [ip6]:port, ..." into the Sentinel arrays of |r|. The
+ * port defaults to 26379. Addresses must be IP literals: hiredis would
+ * resolve a name with a blocking getaddrinfo. Returns 0, or -1 with a
+ * reason in |why|.
+ */
+static int parse_addrs(const char *v, struct config_redis *r, char *why, size_t whylen)
+{
+    char **hosts = xcalloc(CONFIG_SENTINELS_MAX, sizeof *hosts);
+    int *ports = xcalloc(CONFIG_SENTINELS_MAX, sizeof *ports);
+    size_t n = 0;
+    const char *p = v;
+    for (;;) {
+        while (*p == ' ' || *p == '\t')
+            p++;
+        const char *end = p + strcspn(p, ",");
+        const char *e = end;
+        while (e > p && (e[-1] == ' ' || e[-1] == '\t'))
+            e--;
+        char host[64];
+        int port = 26379;
+        unsigned char bin[16];
+        if (e == p) {
+            snprintf(why, whylen, "empty address in the list");
+            goto fail;
+        }
+        if (n == CONFIG_SENTINELS_MAX) {
+            snprintf(why, whylen, "at most %d addresses", CONFIG_SENTINELS_MAX);
+            goto fail;
+        }
+        if (parse_hostport(p, (size_t)(e - p), host, sizeof host, &port) != 0 ||
+            inet_pton(p[0] == '[' ? AF_INET6 : AF_INET, host, bin) != 1) {
+            snprintf(why, whylen, "address %zu: expected ip:port or [ipv6]:port (IP literals; "
+                     "host names are not resolved)", n + 1);
+            goto fail;
+        }
+        hosts[n] = xstrdup(host);
+        ports[n++] = port;
+        if (*end == '\0')
+            break;
+        p = end + 1;
+    }
+    free_sentinels(r);
+    r->sentinel_hosts = hosts;
+    r->sentinel_ports = ports;
+    r->n_sentinels = n;
+    return 0;
+fail:
+    for (size_t i = 0; i < n; i++)
+        free(hosts[i]);
+    free(hosts);
+    free(ports);
+    return -1;
+}
+
 /* ---- values ------------------------------------------------------------ */
 
 static void *field_ptr(void *base, const struct key *k)
@@ -675,6 +756,13 @@ static int set_value(struct pstate *ps, const struct key *k, void *base, const c
     case K_REDIS_URL:
         /* The URL may hold a password: never echo it. */
         if (parse_redis_url(value, &ps->cfg->redis, why, sizeof why) != 0) {
+            perr(ps, line, "[%s] %s: %s", label, k->name, why);
+            return -1;
+        }
+        set_string(base, k, xstrdup(value));
+        return 0;
+    case K_ADDRS:
+        if (parse_addrs(value, &ps->cfg->redis, why, sizeof why) != 0) {
             perr(ps, line, "[%s] %s: %s", label, k->name, why);
             return -1;
         }
@@ -1185,6 +1273,24 @@ static void finish(struct pstate *ps)
     }
     if (ps->failed)
         return;
+    {
+        /* Sentinel keys go together. */
+        const struct key *ks = find_key(SEC_REDIS, "sentinels");
+        const struct key *km = find_key(SEC_REDIS, "master_name");
+        const struct key *kp = find_key(SEC_REDIS, "sentinel_password");
+        if (cfg->redis.sentinels != NULL && cfg->redis.master_name == NULL) {
+            perr(ps, ps->seen[ks - keys], "[redis] master_name: required with sentinels");
+            return;
+        }
+        if (cfg->redis.sentinels == NULL && cfg->redis.master_name != NULL) {
+            perr(ps, ps->seen[km - keys], "[redis] master_name: needs sentinels");
+            return;
+        }
+        if (cfg->redis.sentinels == NULL && cfg->redis.sentinel_password != NULL) {
+            perr(ps, ps->seen[kp - keys], "[redis] sentinel_password: needs sentinels");
+            return;
+        }
+    }
     if (cfg->redis.consumer == NULL) {
         char host[256];
         if (gethostname(host, sizeof host) != 0 || host[0] == '\0')
@@ -1278,7 +1384,8 @@ static void free_fields(void *base, int sect)
         if (named_sect(k->sect) ? (int)k->sect != sect : sect != SEC_NONE)
             continue;
         if (k->type == K_STRING || k->type == K_URL || k->type == K_REDIS_URL ||
-            k->type == K_FILE || k->type == K_DIR || k->type == K_LISTEN || k->type == K_TZ) {
+            k->type == K_FILE || k->type == K_DIR || k->type == K_LISTEN || k->type == K_TZ ||
+            k->type == K_ADDRS) {
             char **p = field_ptr(base, k);
             free(*p);
             *p = NULL;
@@ -1307,7 +1414,10 @@ void config_free(struct config *cfg)
     free(cfg->redis.stream_list);
     if (cfg->admin.token != NULL)
         explicit_bzero(cfg->admin.token, strlen(cfg->admin.token));
+    if (cfg->redis.sentinel_password != NULL)
+        explicit_bzero(cfg->redis.sentinel_password, strlen(cfg->redis.sentinel_password));
     free_fields(cfg, SEC_NONE);
+    free_sentinels(&cfg->redis);
     free(cfg->redis.host);
     free(cfg->redis.user);
     if (cfg->redis.password != NULL) {

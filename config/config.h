@@ -22,8 +22,9 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#define CONFIG_APP_NAME_MAX 64
-#define CONFIG_TENANT_NAME_MAX 64 /* [tenant NAME]: the tenant slug of events */ /* [app NAME]: [A-Za-z0-9._-]{1,64} */
+#define CONFIG_APP_NAME_MAX 64 /* [app NAME]: [A-Za-z0-9._-]{1,64} */
+#define CONFIG_TENANT_NAME_MAX 64 /* [tenant NAME]: the tenant slug of events */
+#define CONFIG_SENTINELS_MAX 16 /* [redis] sentinels: addresses at most */
 
 struct config_daemon {
     int log_level;              /* enum log_level (common/log.h); reload-safe */
@@ -57,6 +58,17 @@ struct config_redis {
     int64_t escalations_maxlen; /* MAXLEN ~ of the escalations stream */
     int64_t dead_payload_ttl_s; /* how long a dead letter's original is kept for replay */
     int64_t trim_interval_ms;   /* XTRIM MINID of the events stream, 0 = never */
+    /* Scale-out and high availability (docs/deployment.md) */
+    char *sentinels;            /* as written: "ip:port,ip:port"; NULL = no Sentinel */
+    char **sentinel_hosts;      /* parsed: IP literals (IPv6 without brackets) */
+    int *sentinel_ports;
+    size_t n_sentinels;
+    char *master_name;          /* the master's name in Sentinel */
+    char *sentinel_password;    /* Sentinel's requirepass; never log it */
+    int64_t wait_replicas;      /* WAIT for this many replicas before XACK */
+    int64_t wait_timeout_ms;    /* WAIT's timeout */
+    int64_t consumer_gone_ms;   /* remove consumers idle this long (nothing pending,
+                                   no live process); 0 = never */
 };
 
 struct config_tls {

@@ -715,7 +715,10 @@ int main(int argc, char **argv)
     struct config_redis *r = &d.cfg->redis;
     struct pipeline_config pc = {
         .redis = { .name = "redis", .host = r->host, .port = r->port, .user = r->user,
-                   .password = r->password, .db = r->db },
+                   .password = r->password, .db = r->db,
+                   .sentinel_hosts = (const char *const *)r->sentinel_hosts,
+                   .sentinel_ports = r->sentinel_ports, .n_sentinels = r->n_sentinels,
+                   .master_name = r->master_name, .sentinel_password = r->sentinel_password },
         .streams = (const char *const *)r->stream_list,
         .n_streams = r->n_streams,
         .urgent_stream = r->urgent_stream,
@@ -736,6 +739,9 @@ int main(int argc, char **argv)
         .retry_base_ms = d.cfg->delivery.retry_base_ms,
         .retry_cap_ms = d.cfg->delivery.retry_max_delay_ms,
         .retry_lease_ms = d.cfg->delivery.retry_lease_ms,
+        .wait_replicas = (int)r->wait_replicas,
+        .wait_timeout_ms = (int)r->wait_timeout_ms,
+        .consumer_gone_ms = r->consumer_gone_ms,
         .apps = d.apps,
         .n_apps = d.cfg->n_apps,
         .templates = d.templates,
@@ -767,7 +773,11 @@ int main(int argc, char **argv)
     uv_timer_start(&d.retire_timer, on_retire_timer, 1000, 1000);
     {
         char m[400];
-        snprintf(m, sizeof m, "STATUS=connecting to Redis at %s:%d", r->host, r->port);
+        if (r->n_sentinels > 0)
+            snprintf(m, sizeof m, "STATUS=connecting to Redis master %s through Sentinel",
+                     r->master_name);
+        else
+            snprintf(m, sizeof m, "STATUS=connecting to Redis at %s:%d", r->host, r->port);
         sd_notify_send(m);
     }
     log_info("daemon", "varseld started: stream %s, group %s, consumer %s, %zu app%s",

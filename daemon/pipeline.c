@@ -72,6 +72,7 @@ struct pl_stream {
     size_t n_poison;
     char claim_cursor[64];
     bool claiming;
+    struct stream_acker *acker;  /* XACK, after WAIT when replicas must have the writes */
     struct pipeline *pl;
 };
 
@@ -98,6 +99,7 @@ struct job {
     bool urgent;                 /* from the urgent stream: jumps the queues */
     struct event *ev;
     enum job_stage stage;
+    uint64_t epoch;              /* cmd connection epoch at start (WAIT before XACK) */
     int refs;                    /* outstanding callbacks that reference it */
     bool redis_failed;           /* a lookup failed: release without ack */
     /* expansion, a slice of recipients at a time */
@@ -137,6 +139,7 @@ struct pipeline {
     struct pl_stream *streams;   /* bulk streams first, then the urgent one */
     size_t n_streams;
     struct reader bulk, urg;     /* urg.conn is NULL without an urgent stream */
+    struct stream_member *member; /* consumer-name lease, removal of gone consumers */
     size_t claim_next;           /* stream whose idle entries are claimed next */
     size_t n_urgent_jobs;
     bool stopping, closed;
@@ -184,6 +187,7 @@ static struct job *job_new(struct pipeline *pl, struct pl_stream *src, struct st
     j->urgent = src->urgent;
     if (j->urgent)
         pl->n_urgent_jobs++;
+    j->epoch = redis_conn_epoch(pl->cmd);
     j->entry = *e;            /* takes ownership */
     memset(e, 0, sizeof *e);
     j->next = pl->jobs;
@@ -259,21 +263,19 @@ static void job_release(struct job *j)
     }
 }
 
-static void on_ack(redisAsyncContext *ac, void *r, void *priv)
+static void on_ack(void *priv, bool ok, const char *why)
 {
     struct job *j = priv;
-    redisReply *reply = r;
     struct pipeline *pl = j->pl;
     j->refs--;
-    if (reply && reply->type != REDIS_REPLY_ERROR) {
+    if (ok) {
         pl->st.acked++;
         const char *v[] = { "acked" };
         stats_add(STATS_EVENTS, v, 1);
         log_debug("pipeline", "acked %s", j->entry.id);
     } else if (!pl->closed) {
-        log_warn("pipeline", "XACK %s failed (%s): the entry stays pending and is "
-                 "skipped when replayed", j->entry.id,
-                 reply ? reply->str : "connection lost");
+        log_warn("pipeline", "XACK %s not done (%s): the entry stays pending and is "
+                 "replayed, its settled deliveries skipped", j->entry.id, why);
     }
     job_release(j);
 }
@@ -282,10 +284,14 @@ static void job_ack(struct job *j)
 {
     struct pipeline *pl = j->pl;
     j->stage = JOB_ACKING;
-    if (stream_ack(pl->cmd, j->src->key, pl->cfg.group, j->entry.id, on_ack, j) == 0)
+    if (stream_acker_ack(j->src->acker, j->entry.id, j->epoch, on_ack, j) == 0) {
         j->refs++;
-    else
-        job_release(j);
+        return;
+    }
+    if (!pl->closed)
+        log_info("pipeline", "entry %s not acknowledged: Redis is down or the connection "
+                 "changed since its writes; it stays pending and is replayed", j->entry.id);
+    job_release(j);
 }
 
 /* ---- dead letters and device events ------------------------------------ */
@@ -1133,7 +1139,7 @@ static void reader_read(struct reader *rd)
 
 static void maybe_read(struct pipeline *pl)
 {
-    if (pl->stopping || pl->closed)
+    if (pl->stopping || pl->closed || !stream_member_holds_name(pl->member))
         return;
     reader_read(&pl->urg);
     reader_read(&pl->bulk);
@@ -1296,6 +1302,32 @@ static void collect_pipeline(void *arg)
               pl->bulk.conn && redis_conn_ready(pl->bulk.conn) ? 1 : 0);
     if (pl->urg.conn)
         stats_set(STATS_REDIS_CONNECTED, c3, redis_conn_ready(pl->urg.conn) ? 1 : 0);
+    /* Scale-out and Sentinel figures kept by queue/ (issue #8), summed over
+     * the streams. */
+    struct stream_acker_counts sum = { 0 };
+    for (size_t i = 0; i < pl->n_streams; i++) {
+        struct stream_acker_counts ac;
+        if (pl->streams[i].acker == NULL)
+            continue;
+        stream_acker_counts(pl->streams[i].acker, &ac);
+        sum.waits_ok += ac.waits_ok;
+        sum.waits_short += ac.waits_short;
+        sum.waits_failed += ac.waits_failed;
+        sum.already_acked += ac.already_acked;
+    }
+    const char *w1[] = { "ok" }, *w2[] = { "short" }, *w3[] = { "failed" };
+    stats_set(STATS_REDIS_WAITS, w1, (double)sum.waits_ok);
+    stats_set(STATS_REDIS_WAITS, w2, (double)sum.waits_short);
+    stats_set(STATS_REDIS_WAITS, w3, (double)sum.waits_failed);
+    stats_set(STATS_ACKS_ALREADY_DONE, NULL, (double)sum.already_acked);
+    if (pl->cmd)
+        stats_set(STATS_REDIS_MASTER_CHANGES, c1, (double)redis_conn_master_changes(pl->cmd));
+    if (pl->bulk.conn)
+        stats_set(STATS_REDIS_MASTER_CHANGES, c2,
+                  (double)redis_conn_master_changes(pl->bulk.conn));
+    if (pl->urg.conn)
+        stats_set(STATS_REDIS_MASTER_CHANGES, c3,
+                  (double)redis_conn_master_changes(pl->urg.conn));
 }
 
 static void on_trimmed(redisAsyncContext *ac, void *r, void *priv)
@@ -1347,12 +1379,14 @@ static void on_claim_timer(uv_timer_t *t)
             stream_trim(pl->cmd, pl->streams[i].key, on_trimmed, pl);
     }
     /* Take over idle entries: the urgent stream on every tick, the bulk
-     * streams in turn while there is room. */
-    for (size_t i = 0; i < pl->n_streams; i++) {
+     * streams in turn while there is room. Taking over is reading too: only
+     * under our own name, and after our own pending entries of that stream
+     * (the poison check knows their counts then). */
+    for (size_t i = 0; i < pl->n_streams && stream_member_holds_name(pl->member); i++) {
         struct pl_stream *st = &pl->streams[i];
         if (!st->urgent && i != pl->claim_next % pl->n_streams)
             continue;
-        if (st->claiming || !(st->urgent ? urgent_room(pl) : has_room(pl)))
+        if (st->claiming || st->history || !(st->urgent ? urgent_room(pl) : has_room(pl)))
             continue;
         if (stream_autoclaim(pl->cmd, st->key, pl->cfg.group, pl->cfg.consumer,
                              pl->cfg.claim_idle_ms, st->claim_cursor, pl->cfg.batch_size,
@@ -1451,9 +1485,16 @@ static void on_house_timer(uv_timer_t *t)
 
 /* ---- connections ------------------------------------------------------- */
 
+/* The consumer name was won (start reading) or lost (maybe_read stops). */
+static void on_member_change(void *arg)
+{
+    maybe_read(arg);
+}
+
 static void on_cmd_ready(struct redis_conn *c, void *user)
 {
     struct pipeline *pl = user;
+    stream_member_tick(pl->member); /* reading waits for the consumer name */
     create_groups(pl);
     delivery_ctx_flush(&pl->dctx);
     maybe_read(pl);
@@ -1524,6 +1565,18 @@ struct pipeline *pipeline_new(uv_loop_t *loop, const struct pipeline_config *cfg
         rc.name = "urgent";
         pl->urg.conn = redis_conn_new(loop, &rc, on_rd_ready, on_rd_down, &pl->urg);
     }
+    for (size_t i = 0; i < pl->n_streams; i++) {
+        struct stream_acker_config acfg = { pl->streams[i].key, cfg->group, cfg->wait_replicas,
+                                            cfg->wait_timeout_ms };
+        pl->streams[i].acker = stream_acker_new(loop, pl->cmd, &acfg);
+    }
+    /* The name lease lives as long as entries do before others take them.
+     * Gone consumers are swept from the first stream's group (where every
+     * process reads). */
+    struct stream_member_config mcfg = { pl->streams[0].key, cfg->group, cfg->consumer,
+                                         cfg->prefix, cfg->claim_idle_ms,
+                                         cfg->consumer_gone_ms };
+    pl->member = stream_member_new(loop, pl->cmd, &mcfg, on_member_change, pl);
     uv_timer_init(loop, &pl->claim_timer);
     pl->claim_timer.data = pl;
     uint64_t every = (uint64_t)(cfg->claim_idle_ms / 3);
@@ -1586,7 +1639,7 @@ static void on_stop_timer(uv_timer_t *t)
     struct pipeline *pl = t->data;
     pl->stop_waited_ms += 50;
     bool drained = pl->dctx.inflight == 0 && delivery_ctx_unwritten(&pl->dctx) == 0 &&
-                   pl->dctx.n_retries == 0;
+                   pl->dctx.n_retries == 0 && !stream_member_leaving(pl->member);
     for (struct job *j = pl->jobs; j && drained; j = j->next)
         if (j->refs > 0)
             drained = false;
@@ -1605,6 +1658,7 @@ void pipeline_stop(struct pipeline *pl, uint32_t timeout_ms, void (*done)(void *
     pl->stop_timeout_ms = timeout_ms;
     uv_timer_stop(&pl->claim_timer);
     uv_timer_stop(&pl->house_timer);
+    stream_member_leave(pl->member); /* a restart under this name may read at once */
     pl->dctx.stopping = true;
     log_info("pipeline", "stopping: %zu deliveries in flight", pl->dctx.inflight);
     uv_timer_start(&pl->stop_timer, on_stop_timer, 0, 50);
@@ -1643,6 +1697,12 @@ void pipeline_free(struct pipeline *pl)
         redis_conn_close(pl->urg.conn);
     if (pl->cmd)
         redis_conn_close(pl->cmd);
+    for (size_t i = 0; i < pl->n_streams; i++) {
+        stream_acker_free(pl->streams[i].acker); /* after the close: no reply outstanding */
+        pl->streams[i].acker = NULL;
+    }
+    stream_member_free(pl->member);
+    pl->member = NULL;
     uv_close((uv_handle_t *)&pl->claim_timer, on_timer_closed);
     uv_close((uv_handle_t *)&pl->stop_timer, on_timer_closed);
     uv_close((uv_handle_t *)&pl->house_timer, on_timer_closed);
@@ -1653,7 +1713,8 @@ bool pipeline_ready(const struct pipeline *pl)
 {
     return !pl->closed && !pl->stopping && groups_ready(pl) && pl->bulk.conn && pl->cmd &&
            redis_conn_ready(pl->bulk.conn) && redis_conn_ready(pl->cmd) &&
-           (pl->urg.conn == NULL || redis_conn_ready(pl->urg.conn));
+           (pl->urg.conn == NULL || redis_conn_ready(pl->urg.conn)) &&
+           stream_member_holds_name(pl->member);
 }
 
 void pipeline_get_stats(const struct pipeline *pl, struct pipeline_stats *out)

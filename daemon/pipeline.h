@@ -45,6 +45,10 @@ struct pipeline_config {
     int64_t retry_base_ms;       /* first backoff step (full jitter below it) */
     int64_t retry_cap_ms;        /* largest backoff step */
     int64_t retry_lease_ms;      /* how long a claimed retry is ours */
+    int wait_replicas;           /* WAIT for this many replicas before XACK; 0 = no WAIT */
+    int wait_timeout_ms;         /* WAIT's timeout */
+    int64_t consumer_gone_ms;    /* remove consumers idle this long with nothing
+                                    pending and no name lease; 0 = never */
     struct pipeline_app *apps;   /* borrowed, |n_apps| of them */
     size_t n_apps;
     const struct templates *templates; /* borrowed; see pipeline_set_templates */
@@ -72,8 +76,8 @@ void pipeline_stop(struct pipeline *pl, uint32_t timeout_ms,
 /* Free everything; call after the provider clients are closed. */
 void pipeline_free(struct pipeline *pl);
 
-/* Both Redis connections are up and the consumer group exists: the
- * pipeline is taking events. */
+/* Both Redis connections are up, the consumer group exists and this
+ * process holds its consumer name: the pipeline is taking events. */
 bool pipeline_ready(const struct pipeline *pl);
 
 /* Counters for logs and tests. */

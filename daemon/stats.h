@@ -77,6 +77,14 @@
       "Seconds until a credential expires, where known")                        \
     X(REDIS_CONNECTED, "varsel_redis_connected", GAUGE, "connection",            \
       "1 when the Redis connection is up")                                       \
+    X(REDIS_WAITS, "varsel_redis_waits_total", COUNTER, "result",                \
+      "WAIT for [redis] wait_replicas before XACK: ok, short (fewer replicas "   \
+      "had the writes: not acknowledged yet), failed")                           \
+    X(REDIS_MASTER_CHANGES, "varsel_redis_master_changes_total", COUNTER,        \
+      "connection", "Times Sentinel gave a new master address (failovers)")      \
+    X(ACKS_ALREADY_DONE, "varsel_stream_acks_not_pending_total", COUNTER, "",    \
+      "XACKs that found the entry no longer pending (another consumer or a "     \
+      "failover finished it first)")                                             \
     X(BUILD_INFO, "varsel_build_info", GAUGE, "version",                          \
       "Build information (always 1)")
 

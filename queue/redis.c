@@ -2,9 +2,16 @@
  * Redis connection with reconnect, on hiredis 0.14's async API and libuv
  * adapter.
  *
- * States: IDLE (waiting for the backoff timer) -> RESOLVING (uv_getaddrinfo)
- * -> CONNECTING (redisAsyncConnect to the numeric address) -> READY. hiredis
- * owns and frees the redisAsyncContext after its connect-failure or
+ * States: IDLE (waiting for the backoff timer) -> [DISCOVERING (asking
+ * Sentinel where the master is)] -> RESOLVING (uv_getaddrinfo) -> CONNECTING
+ * (redisAsyncConnect to the numeric address) -> [VERIFYING (ROLE must say
+ * master)] -> READY. The bracketed states exist only with Sentinel. The one
+ * timer of a connection is the backoff in IDLE and the deadline in
+ * CONNECTING and VERIFYING: a connect to an address that silently drops
+ * packets (a dead master on another machine) would otherwise wait for the
+ * kernel's TCP timeout, minutes.
+ *
+ * hiredis owns and frees the redisAsyncContext after its connect-failure or
  * disconnect callback; we only clear our pointer there. The struct itself is
  * freed after its timer handle closes, so no callback can outlive it.
  */
@@ -18,6 +25,9 @@
 
 #include "common/log.h"
 #include "common/util.h"
+#include "queue/sentinel.h"
+
+#define CONNECT_TIMEOUT_MS 5000 /* connect (and, with Sentinel, ROLE) at most this long */
 
 /*
  * Our own libuv event adapter for hiredis. The one hiredis 0.14 ships drops
@@ -81,7 +91,7 @@ static void uvr_cleanup(void *d)
     uv_close((uv_handle_t *)&p->poll, uvr_on_close);
 }
 
-static int uvr_attach(redisAsyncContext *ac, uv_loop_t *loop)
+int redis__attach(redisAsyncContext *ac, uv_loop_t *loop)
 {
     if (ac->ev.data != NULL)
         return -1;
@@ -101,9 +111,9 @@ static int uvr_attach(redisAsyncContext *ac, uv_loop_t *loop)
     return 0;
 }
 
-enum rstate { R_IDLE, R_RESOLVING, R_CONNECTING, R_READY, R_CLOSED };
+enum rstate { R_IDLE, R_DISCOVERING, R_RESOLVING, R_CONNECTING, R_VERIFYING, R_READY, R_CLOSED };
 
-#define MAX_SCRIPTS 16
+#define MAX_SCRIPTS 64
 
 struct redis_conn {
     uv_loop_t *loop;
@@ -124,9 +134,16 @@ struct redis_conn {
     bool timer_closed;
     uint64_t last_warn_ms;      /* of the last "cannot connect" warning */
     uint64_t last_progress_ms;  /* last reply, or first send after idle */
+    uint64_t epoch;             /* connections that became ready */
+    /* Sentinel (NULL without): host/port above are then the master's
+     * address as last given by a Sentinel, NULL before the first answer. */
+    struct sentinel *sentinel;
+    char *master_name;
+    uint64_t master_changes;    /* the master's address changed */
 };
 
 static void start_connect(struct redis_conn *c);
+static void on_setup_reply(redisAsyncContext *ac, void *r, void *priv);
 
 static void on_timer(uv_timer_t *t);
 static void conn_free(struct redis_conn *c);
@@ -143,10 +160,74 @@ static void schedule_reconnect(struct redis_conn *c)
         c->backoff_ms = 5000;
 }
 
+/* Drop a connect still in progress (no hiredis callback fires for it). */
+static void abort_connect(struct redis_conn *c, const char *why)
+{
+    redisAsyncContext *ac = c->ac;
+    c->ac = NULL;
+    log_warn("redis", "%s: connect to %s:%d abandoned: %s", c->name, c->host, c->port, why);
+    if (ac)
+        redisAsyncFree(ac);
+    schedule_reconnect(c);
+}
+
 static void on_timer(uv_timer_t *t)
 {
     struct redis_conn *c = t->data;
-    start_connect(c);
+    switch (c->state) {
+    case R_IDLE:
+        start_connect(c);
+        break;
+    case R_CONNECTING:
+        abort_connect(c, "no connection within the deadline");
+        break;
+    case R_VERIFYING:
+        redis_conn_reset(c, "no answer to ROLE within the deadline");
+        break;
+    default:
+        break;
+    }
+}
+
+/* The connection is usable: scripts first, then the owner is told. */
+static void become_ready(struct redis_conn *c)
+{
+    uv_timer_stop(&c->timer);
+    for (int i = 0; i < c->n_scripts; i++)
+        redisAsyncCommand(c->ac, on_setup_reply, c, "SCRIPT LOAD %s", c->scripts[i]->text);
+    c->state = R_READY;
+    c->epoch++;
+    c->backoff_ms = 0;
+    c->last_warn_ms = 0;
+    if (c->sentinel)
+        log_info("redis", "%s: connected to master %s at %s:%d", c->name, c->master_name,
+                 c->host, c->port);
+    else
+        log_info("redis", "%s: connected to %s:%d", c->name, c->host, c->port);
+    if (c->on_ready)
+        c->on_ready(c, c->user_data);
+}
+
+/* Sentinel: only a master will do; a Sentinel may still name the old one. */
+static void on_role(redisAsyncContext *ac, void *r, void *priv)
+{
+    struct redis_conn *c = priv;
+    redisReply *reply = r;
+    if (reply == NULL || c->state != R_VERIFYING || c->ac != ac)
+        return; /* the connection dropped: on_disconnect reconnects */
+    if (reply->type == REDIS_REPLY_ARRAY && reply->elements > 0 &&
+        reply->element[0]->type == REDIS_REPLY_STRING &&
+        strcmp(reply->element[0]->str, "master") == 0) {
+        become_ready(c);
+        return;
+    }
+    char why[160];
+    snprintf(why, sizeof why, "%s:%d is not the master (ROLE: %.40s); asking Sentinel again",
+             c->host, c->port,
+             reply->type == REDIS_REPLY_ARRAY && reply->elements > 0 &&
+                     reply->element[0]->type == REDIS_REPLY_STRING ? reply->element[0]->str
+             : reply->type == REDIS_REPLY_ERROR ? reply->str : "?");
+    redis_conn_reset(c, why);
 }
 
 static void on_setup_reply(redisAsyncContext *ac, void *r, void *priv)
@@ -189,14 +270,13 @@ static void on_connect(const redisAsyncContext *ac, int status)
     }
     if (c->db != 0)
         redisAsyncCommand(c->ac, on_setup_reply, c, "SELECT %d", c->db);
-    for (int i = 0; i < c->n_scripts; i++)
-        redisAsyncCommand(c->ac, on_setup_reply, c, "SCRIPT LOAD %s", c->scripts[i]->text);
-    c->state = R_READY;
-    c->backoff_ms = 0;
-    c->last_warn_ms = 0;
-    log_info("redis", "%s: connected to %s:%d", c->name, c->host, c->port);
-    if (c->on_ready)
-        c->on_ready(c, c->user_data);
+    if (c->sentinel) {
+        /* The deadline timer keeps running until ROLE answers. */
+        c->state = R_VERIFYING;
+        redisAsyncCommand(c->ac, on_role, c, "ROLE");
+        return;
+    }
+    become_ready(c);
 }
 
 static void on_disconnect(const redisAsyncContext *ac, int status)
@@ -221,6 +301,7 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
 static void connect_addr(struct redis_conn *c, const char *ip)
 {
     c->state = R_CONNECTING;
+    uv_timer_start(&c->timer, on_timer, CONNECT_TIMEOUT_MS, 0);
     redisAsyncContext *ac = redisAsyncConnect(ip, c->port);
     if (ac == NULL || ac->err) {
         log_warn("redis", "%s: connect %s:%d failed: %s", c->name, ip, c->port,
@@ -232,7 +313,7 @@ static void connect_addr(struct redis_conn *c, const char *ip)
     }
     ac->data = c;
     c->ac = ac;
-    if (uvr_attach(ac, c->loop) != 0) {
+    if (redis__attach(ac, c->loop) != 0) {
         log_warn("redis", "%s: cannot watch the socket", c->name);
         c->ac = NULL;
         redisAsyncFree(ac);
@@ -268,10 +349,80 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     connect_addr(c, ip);
 }
 
+static void resolve(struct redis_conn *c);
+
+/* Sentinel's answer to "where is the master?". */
+static void on_master_found(void *priv, const char *host, int port)
+{
+    struct redis_conn *c = priv;
+    if (c->closing || c->state != R_DISCOVERING)
+        return;
+    if (host == NULL) {
+        uint64_t now = mono_ms();
+        if (c->last_warn_ms == 0 || now - c->last_warn_ms >= 30000) {
+            log_warn("redis", "%s: no Sentinel answered where master %s is (retrying)", c->name,
+                     c->master_name);
+            c->last_warn_ms = now;
+        }
+        schedule_reconnect(c);
+        return;
+    }
+    if (c->host == NULL || strcmp(c->host, host) != 0 || c->port != port) {
+        if (c->host != NULL) {
+            c->master_changes++;
+            log_info("redis", "%s: Sentinel: master %s is now at %s:%d (was %s:%d)", c->name,
+                     c->master_name, host, port, c->host, c->port);
+        }
+        free(c->host);
+        c->host = xstrdup(host);
+        c->port = port;
+    }
+    resolve(c);
+}
+
+/* Sentinel announced where the master is (a failover, or the subscription
+ * started): leave an old master at once instead of waiting for errors. */
+static void on_master_moved(void *priv, const char *host, int port)
+{
+    struct redis_conn *c = priv;
+    if (c->closing || host == NULL || c->host == NULL)
+        return;
+    if (strcmp(c->host, host) == 0 && c->port == port)
+        return; /* where we are, or are going */
+    switch (c->state) {
+    case R_READY:
+    case R_VERIFYING:
+        c->backoff_ms = 0;
+        redis_conn_reset(c, "Sentinel announced a new master");
+        break;
+    case R_CONNECTING:
+        c->backoff_ms = 0;
+        abort_connect(c, "Sentinel announced a new master");
+        break;
+    case R_IDLE:
+        c->backoff_ms = 0;
+        uv_timer_start(&c->timer, on_timer, 0, 0);
+        break;
+    default:
+        break; /* a lookup or resolve is under way; ROLE checks its answer */
+    }
+}
+
 static void start_connect(struct redis_conn *c)
 {
     if (c->closing)
         return;
+    if (c->sentinel) {
+        c->state = R_DISCOVERING;
+        if (sentinel_lookup(c->sentinel, on_master_found, c) != 0)
+            schedule_reconnect(c);
+        return;
+    }
+    resolve(c);
+}
+
+static void resolve(struct redis_conn *c)
+{
     c->state = R_RESOLVING;
     struct addrinfo hints;
     memset(&hints, 0, sizeof hints);
@@ -293,7 +444,16 @@ struct redis_conn *redis_conn_new(uv_loop_t *loop, const struct redis_conn_confi
     struct redis_conn *c = xcalloc(1, sizeof *c);
     c->loop = loop;
     c->name = xstrdup(cfg->name ? cfg->name : "redis");
-    c->host = xstrdup(cfg->host);
+    if (cfg->n_sentinels > 0) {
+        struct sentinel_config sc = {
+            .hosts = cfg->sentinel_hosts, .ports = cfg->sentinel_ports, .n = cfg->n_sentinels,
+            .master_name = cfg->master_name, .password = cfg->sentinel_password,
+        };
+        c->master_name = xstrdup(cfg->master_name);
+        c->sentinel = sentinel_new(loop, &sc, c->name, on_master_moved, c);
+    } else {
+        c->host = xstrdup(cfg->host);
+    }
     c->user = cfg->user ? xstrdup(cfg->user) : NULL;
     c->password = cfg->password ? xstrdup(cfg->password) : NULL;
     c->port = cfg->port;
@@ -309,6 +469,10 @@ struct redis_conn *redis_conn_new(uv_loop_t *loop, const struct redis_conn_confi
 
 bool redis_conn_ready(const struct redis_conn *c) { return c->state == R_READY; }
 
+uint64_t redis_conn_epoch(const struct redis_conn *c) { return c->epoch; }
+
+uint64_t redis_conn_master_changes(const struct redis_conn *c) { return c->master_changes; }
+
 
 struct cmd_wrap {
     struct redis_conn *c;
@@ -319,12 +483,21 @@ struct cmd_wrap {
 static void on_reply(redisAsyncContext *ac, void *reply, void *priv)
 {
     struct cmd_wrap *w = priv;
-    if (w->c->pending > 0 && !w->c->closing)
-        w->c->pending--;
-    w->c->last_progress_ms = mono_ms();
+    struct redis_conn *c = w->c;
+    const redisReply *r = reply;
+    if (c->pending > 0 && !c->closing)
+        c->pending--;
+    c->last_progress_ms = mono_ms();
+    /* With Sentinel, a write refused as READONLY means the server was
+     * demoted in a failover (UNBLOCKED: our blocking read was cut off for
+     * the same reason): find the new master. */
+    bool demoted = c->sentinel && r && r->type == REDIS_REPLY_ERROR && r->str &&
+                   (strstr(r->str, "READONLY") != NULL || strncmp(r->str, "UNBLOCKED", 9) == 0);
     if (w->fn)
         w->fn(ac, reply, w->priv);
     free(w);
+    if (demoted && !c->closing && c->state == R_READY && c->ac == ac)
+        redis_conn_reset(c, "the server is no longer the master");
 }
 
 int redis_conn_cmd_argv(struct redis_conn *c, redisCallbackFn *fn, void *priv,
@@ -353,8 +526,12 @@ bool redis_conn_stalled(const struct redis_conn *c, uint64_t timeout_ms)
 
 void redis_conn_reset(struct redis_conn *c, const char *why)
 {
-    if (c->ac == NULL)
+    if (c->ac == NULL || (c->ac->c.flags & REDIS_FREEING))
+        return; /* no connection, or already going (freed after a callback) */
+    if (c->state == R_CONNECTING) {
+        abort_connect(c, why); /* not connected: hiredis calls no disconnect */
         return;
+    }
     log_warn("redis", "%s: resetting connection: %s", c->name, why);
     /* redisAsyncFree calls pending callbacks with NULL and then the
      * disconnect callback, which schedules the reconnect. */
@@ -364,6 +541,7 @@ void redis_conn_reset(struct redis_conn *c, const char *why)
 
 static void conn_free(struct redis_conn *c)
 {
+    free(c->master_name);
     free(c->name);
     free(c->host);
     free(c->user);
@@ -388,6 +566,8 @@ void redis_conn_close(struct redis_conn *c)
     c->closing = true;
     c->on_ready = NULL;
     c->on_down = NULL;
+    sentinel_free(c->sentinel);
+    c->sentinel = NULL;
     if (c->ac) {
         redisAsyncContext *ac = c->ac;
         redisAsyncFree(ac);
@@ -413,8 +593,14 @@ void redis_script_init(struct redis_script *s, const char *text)
 
 void redis_conn_add_script(struct redis_conn *c, const struct redis_script *s)
 {
-    if (c->n_scripts < MAX_SCRIPTS)
-        c->scripts[c->n_scripts++] = s;
+    if (c->n_scripts >= MAX_SCRIPTS) {
+        /* A script left out would fail with NOSCRIPT after every reconnect:
+         * a programming error, caught by every test that starts varseld. */
+        log_error("redis", "more than %d Lua scripts registered; raise MAX_SCRIPTS",
+                  MAX_SCRIPTS);
+        abort();
+    }
+    c->scripts[c->n_scripts++] = s;
     if (c->state == R_READY && c->ac)
         redisAsyncCommand(c->ac, on_setup_reply, c, "SCRIPT LOAD %s", s->text);
 }

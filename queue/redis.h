@@ -8,6 +8,15 @@
  * returns -1, the callback is not called). A connection that drops calls
  * every outstanding callback once with a NULL reply (hiredis's rule), then
  * on_down, then reconnects with exponential backoff and calls on_ready again.
+ * A connect that does not complete within a few seconds is abandoned and
+ * retried the same way.
+ *
+ * With Sentinel (n_sentinels > 0) the address is not configured but asked
+ * of the Sentinels before every connect (queue/sentinel.h), and the server
+ * must answer ROLE with "master" before the connection counts as ready. The
+ * connection follows a failover: it reconnects when a Sentinel announces
+ * +switch-master for its master, and when a reply says the server has become
+ * a replica (READONLY).
  */
 #ifndef VARSEL_REDIS_H
 #define VARSEL_REDIS_H
@@ -16,17 +25,24 @@
 #include <hiredis/hiredis.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <uv.h>
 
 struct redis_conn;
 
 struct redis_conn_config {
     const char *name;      /* for logs: "read", "cmd" */
-    const char *host;      /* name, IPv4 or IPv6 literal */
+    const char *host;      /* name, IPv4 or IPv6 literal; unused with Sentinel */
     int port;
     const char *user;      /* NULL for the default user */
     const char *password;  /* NULL for none */
     int db;
+    /* Sentinel: the master is found through these (IP literals). */
+    const char *const *sentinel_hosts;
+    const int *sentinel_ports;
+    size_t n_sentinels;    /* 0: connect to host:port directly */
+    const char *master_name;
+    const char *sentinel_password; /* NULL for none */
 };
 
 /* Called when the connection is ready for commands, and when it went down. */
@@ -42,6 +58,16 @@ struct redis_conn *redis_conn_new(uv_loop_t *loop, const struct redis_conn_confi
 
 /* true between on_ready and on_down. */
 bool redis_conn_ready(const struct redis_conn *c);
+
+/*
+ * Counts the connections that became ready, so 1 after the first on_ready.
+ * Writes sent under one epoch went over one connection: a WAIT sent later
+ * under the same epoch covers them, one sent under another epoch does not.
+ */
+uint64_t redis_conn_epoch(const struct redis_conn *c);
+
+/* How often the connection moved to another master (Sentinel failovers). */
+uint64_t redis_conn_master_changes(const struct redis_conn *c);
 
 /*
  * Send a command. |fn| gets the reply (borrowed: valid only during the
@@ -84,5 +110,12 @@ void redis_conn_add_script(struct redis_conn *c, const struct redis_script *s);
 int redis_conn_eval(struct redis_conn *c, const struct redis_script *s,
                     redisCallbackFn *fn, void *priv, int numkeys, int argc,
                     const char **argv, const size_t *argvlen);
+
+/*
+ * For queue/sentinel.c only: watch |ac|'s socket on |loop| with this
+ * module's event adapter (hiredis 0.14's own libuv adapter hangs on
+ * POLLERR). Returns 0, or -1 when |ac| already has an adapter.
+ */
+int redis__attach(redisAsyncContext *ac, uv_loop_t *loop);
 
 #endif

@@ -1,7 +1,9 @@
 /*
  * The events stream and its consumer group: group creation, batched reads
  * (XREADGROUP), take-over of idle entries (XAUTOCLAIM), keeping our own
- * entries fresh (XCLAIM JUSTID), acknowledgement and dead letters.
+ * entries fresh (XCLAIM JUSTID), acknowledgement (with WAIT for replicas
+ * when asked), dead letters, and the group's membership (a lease on the
+ * consumer name; removing consumers gone for good).
  *
  * Reads use a connection of their own (a blocking XREADGROUP holds its
  * connection); everything else goes over the command connection.
@@ -9,8 +11,10 @@
 #ifndef VARSEL_STREAM_H
 #define VARSEL_STREAM_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <uv.h>
 
 #include "queue/redis.h"
 
@@ -85,5 +89,108 @@ int stream_dead_letter(struct redis_conn *c, const char *dead_stream, long maxle
                        const char *source_stream, const char *consumer,
                        const struct stream_entry *e, const char *code,
                        const char *reason, redisCallbackFn *fn, void *priv);
+
+/* ---- acknowledgement, with WAIT when replicas must have the writes ---------
+ *
+ * With wait_replicas > 0 an entry is acknowledged only after
+ * WAIT wait_replicas wait_timeout_ms, sent on the connection that carried
+ * all of the entry's writes, says that many replicas have them: a write
+ * that only the master had is gone after a failover, and an acknowledged
+ * entry is never replayed. Entries ready at the same moment share one WAIT
+ * (it holds the connection until the replicas answer). When WAIT counts
+ * fewer replicas, the entries stay queued and WAIT is tried again after a
+ * pause; when the connection changed since an entry's first write (a
+ * reconnect, a failover), no WAIT can cover that write any more and the
+ * entry fails: it stays pending and is replayed (settled deliveries are
+ * skipped, lost ones sent again).
+ *
+ * With wait_replicas == 0 this is a plain XACK per entry.
+ */
+struct stream_acker;
+
+struct stream_acker_config {
+    const char *stream, *group;  /* copied */
+    int wait_replicas;           /* 0 = no WAIT */
+    int wait_timeout_ms;         /* WAIT's timeout (it blocks the connection) */
+};
+
+/* |ok|: acknowledged (or found already acknowledged); otherwise the entry
+ * is still pending and |why| says why. */
+typedef void (*stream_ack_cb)(void *priv, bool ok, const char *why);
+
+struct stream_acker *stream_acker_new(uv_loop_t *loop, struct redis_conn *c,
+                                      const struct stream_acker_config *cfg);
+
+/*
+ * Acknowledge |id| (copied) whose writes were all sent on |c| under
+ * connection epoch |epoch| (redis_conn_epoch when the first was sent).
+ * Returns 0 and calls |cb| once later, or -1 when it cannot be done (not
+ * connected, or the epoch is over); |cb| is then never called.
+ */
+int stream_acker_ack(struct stream_acker *a, const char *id, uint64_t epoch,
+                     stream_ack_cb cb, void *priv);
+
+/* Figures for /metrics (monotonic). */
+struct stream_acker_counts {
+    uint64_t waits_ok;           /* WAIT reached wait_replicas */
+    uint64_t waits_short;        /* WAIT counted fewer: not acknowledged yet */
+    uint64_t waits_failed;       /* WAIT got an error or no answer */
+    uint64_t already_acked;      /* XACK found the entry no longer pending */
+};
+void stream_acker_counts(const struct stream_acker *a, struct stream_acker_counts *out);
+
+/* Drop queued entries without calling their callbacks (the owner is going
+ * away; close the connection first so nothing is outstanding) and free
+ * |a| once its timer is closed. */
+void stream_acker_free(struct stream_acker *a);
+
+/* ---- membership: a unique consumer name, and removing consumers gone ---------
+ *
+ * A process reads only while it holds the lease on its consumer name
+ * (<prefix>consumer:<group>:<name>, value "HOST PID RANDOM", expiring after
+ * lease_ms, renewed every third of it). A second process configured with the
+ * same name waits, and says so, until the first stops (a clean stop drops
+ * the lease) or dies (the lease runs out): two processes under one name
+ * would take each other's pending entries for their own.
+ *
+ * Every sweep interval, consumers of the group other than this one that
+ * have no pending entry, have been idle at least gone_ms and hold no name
+ * lease are removed (XGROUP DELCONSUMER), in one script so no entry can be
+ * handed to one of them in between: a removed consumer with pending
+ * entries would lose them.
+ */
+struct stream_member;
+
+struct stream_member_config {
+    const char *stream, *group, *consumer, *prefix; /* copied */
+    int64_t lease_ms;            /* name lease lifetime; tick at most a third of it */
+    int64_t gone_ms;             /* 0 = never remove other consumers */
+};
+
+/* |on_change| is called when the name is won or lost. A timer of its own
+ * renews the lease (a third of lease_ms) or, without the name, tries again
+ * every second. */
+struct stream_member *stream_member_new(uv_loop_t *loop, struct redis_conn *c,
+                                        const struct stream_member_config *cfg,
+                                        void (*on_change)(void *arg), void *arg);
+
+/* Renew (or try to win) the name lease when due; now and then sweep. Also
+ * call it on every (re)connect of |c|: reading waits for the answer. */
+void stream_member_tick(struct stream_member *m);
+
+/* true while this process holds its consumer name. */
+bool stream_member_holds_name(const struct stream_member *m);
+
+/* Clean stop: drop the lease so a restart under the same name reads at
+ * once; no more renewals. */
+void stream_member_leave(struct stream_member *m);
+
+/* true while the lease's removal is on its way (do not close the
+ * connection yet: the command would be lost with it). */
+bool stream_member_leaving(const struct stream_member *m);
+
+/* Free (once its timer is closed); close the connection first:
+ * outstanding replies reference |m|. */
+void stream_member_free(struct stream_member *m);
 
 #endif

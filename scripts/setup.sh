@@ -16,7 +16,7 @@ PACKAGES=(
     build-essential make pkg-config gcc clang libclang-rt-14-dev
     libuv1-dev libnghttp2-dev libssl-dev libhiredis-dev libcjson-dev
     libinih-dev libhttp-parser-dev
-    redis-server redis-tools nghttp2-client
+    redis-server redis-tools redis-sentinel nghttp2-client
     python3 python3-jsonschema openssl ca-certificates procps
     prometheus chromium fonts-dejavu-core
 )
@@ -70,8 +70,9 @@ fi
 apt-get update </dev/null
 apt-get install -y --no-install-recommends "${missing[@]}" </dev/null
 
-# Debian's redis-server package may start a system instance on 6379; the
-# tests and the demo start their own on free ports and never use it.
+# Debian's redis-server (and redis-sentinel) packages may start a system
+# instance on 6379 (26379); the tests and the demo start their own on free
+# ports and never use it.
 still=()
 for p in "${missing[@]}"; do
     status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)

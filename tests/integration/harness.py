@@ -3,9 +3,10 @@
 What it gives a test:
   - Redis: a small RESP2 client (one socket, synchronous) with helpers for
     the streams and hashes varseld writes.
-  - RedisServer, Sandbox, Daemon: real processes (redis-server,
-    varsel-sandbox, varseld) started on 127.0.0.1 with free ports in the
-    test's temporary directory and stopped by PID (SIGTERM, then SIGKILL).
+  - RedisServer, Sentinel, Sandbox, Daemon: real processes (redis-server,
+    redis-sentinel, varsel-sandbox, varseld) started on 127.0.0.1 with free
+    ports in the test's temporary directory and stopped by PID (SIGTERM,
+    then SIGKILL).
   - Ctx: one per test; owns the temp dir and every process started through
     it, stops them all in reverse order when the test ends (also on failure
     or timeout), and remembers their logs for the failure report.
@@ -587,6 +588,96 @@ class RedisServer:
         return [("redis", self.log)]
 
 
+class Sentinel:
+    """redis-sentinel on 127.0.0.1:<free port> watching one master, with
+    its (rewritten) config and log in |dir|. Quick timings for tests: the
+    master counts as down after |down_after_ms| without an answer."""
+
+    def __init__(self, dir, master_port, name="mymaster", quorum=2, down_after_ms=1000,
+                 failover_timeout_ms=4000, binary="redis-sentinel"):
+        self.dir = Path(dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.master_port = master_port
+        self.name = name
+        self.quorum = quorum
+        self.down_after_ms = down_after_ms
+        self.failover_timeout_ms = failover_timeout_ms
+        self.binary = binary
+        self.port = None
+        self.proc = None
+        self.log = self.dir / "sentinel.log"
+        self.conf = self.dir / "sentinel.conf"
+
+    def start(self, timeout=10.0):
+        check(shutil.which(self.binary) is not None,
+              f"{self.binary} is not installed (Debian: apt-get install redis-sentinel)")
+        for _ in range(5):
+            self.port = free_port()
+            # Sentinel rewrites its config file: a fresh one per start.
+            self.conf.write_text("\n".join([
+                f"port {self.port}", "bind 127.0.0.1", "daemonize no", "protected-mode no",
+                f"dir {self.dir}", f"logfile {self.log}",
+                f"sentinel monitor {self.name} 127.0.0.1 {self.master_port} {self.quorum}",
+                f"sentinel down-after-milliseconds {self.name} {self.down_after_ms}",
+                f"sentinel failover-timeout {self.name} {self.failover_timeout_ms}",
+                f"sentinel parallel-syncs {self.name} 2", ""]))
+            self.proc = subprocess.Popen([self.binary, str(self.conf)], stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.DEVNULL,
+                                         stderr=open(self.dir / "sentinel.stderr", "ab"))
+            _register(self.proc, f"redis-sentinel :{self.port}")
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                try:
+                    with self.client(timeout=1) as c:
+                        if c.ping() == "PONG":
+                            return self
+                except (OSError, RedisError):
+                    time.sleep(0.05)
+            stop_process(self.proc, timeout=2)
+        raise TestFailure(f"redis-sentinel did not start; log: {tail(self.log, 10)}")
+
+    def client(self, timeout=10.0):
+        return Redis("127.0.0.1", self.port, timeout=timeout)
+
+    @property
+    def addr(self):
+        return f"127.0.0.1:{self.port}"
+
+    def master_addr(self):
+        """(host, port) this Sentinel gives for the master, or None."""
+        try:
+            with self.client(timeout=2) as c:
+                r = c.call("SENTINEL", "get-master-addr-by-name", self.name)
+        except (OSError, RedisError, ConnectionError):
+            return None
+        return (r[0], int(r[1])) if r else None
+
+    def known(self):
+        """(other Sentinels, replicas not down) this one knows of."""
+        with self.client(timeout=2) as c:
+            others = c.call("SENTINEL", "SENTINELS", self.name)
+            reps = c.call("SENTINEL", "REPLICAS", self.name)
+        up = 0
+        for rep in reps:
+            d = dict(zip(rep[0::2], rep[1::2]))
+            if "s_down" not in d.get("flags", "") and "disconnected" not in d.get("flags", ""):
+                up += 1
+        return len(others), up
+
+    def stop(self, timeout=10.0):
+        if self.proc is not None:
+            return stop_process(self.proc, timeout=timeout)[0]
+        return None
+
+    def kill9(self):
+        if self.proc is not None:
+            return stop_process(self.proc, sig=signal.SIGKILL)[0]
+        return None
+
+    def logs(self):
+        return [("sentinel", self.log)]
+
+
 class Sandbox:
     """varsel-sandbox: the fake APNs (production + sandbox listeners) and,
     with fcm=True, the fake FCM HTTP v1 + OAuth token endpoint on one more
@@ -1026,10 +1117,18 @@ class Ctx:
     def note(self, msg):
         self.notes.append(msg)
 
-    def redis_server(self, **kw):
-        rs = RedisServer(self.tmp / "redis", **kw)
+    def redis_server(self, subdir="redis", **kw):
+        """redis-server with its files in tmp/|subdir| (one per server)."""
+        rs = RedisServer(self.tmp / subdir, **kw)
         self.procs.append(rs)
         return rs.start()
+
+    def sentinel(self, master, subdir=None, **kw):
+        """redis-sentinel watching |master| (a RedisServer); see Sentinel."""
+        n = sum(1 for p in self.procs if isinstance(p, Sentinel)) + 1
+        s = Sentinel(self.tmp / (subdir or f"sentinel-{n}"), master.port, **kw)
+        self.procs.append(s)
+        return s.start()
 
     def client(self, rs, **kw):
         c = rs.client(**kw)
@@ -1069,7 +1168,7 @@ class Ctx:
         """Lines of sanitizer reports found in the daemons' and sandbox's logs."""
         found = []
         for label, path in self.logs():
-            if label == "redis":
+            if label in ("redis", "sentinel"):
                 continue
             for line in tail(path, 100000):
                 if SANITIZER_RE.search(line):

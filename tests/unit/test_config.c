@@ -483,7 +483,7 @@ TEST(dump_keys_lists_table)
     int lines = 0;
     for (char *p = buf; *p; p++)
         lines += *p == '\n';
-    ASSERT_EQ_INT(47, lines);
+    ASSERT_EQ_INT(53, lines);
     free(buf);
 }
 
@@ -587,6 +587,69 @@ TEST(example_file_loads)
     teardown();
 }
 
+/* [redis] sentinels, master_name, sentinel_password, wait_*, consumer_gone_ms. */
+TEST(sentinel_and_scaleout_keys)
+{
+    setup();
+    struct config *cfg = load_ok(APP_APNS);
+    ASSERT_NULL(cfg->redis.sentinels);
+    ASSERT_EQ_INT(0, (int)cfg->redis.n_sentinels);
+    ASSERT_EQ_INT(0, cfg->redis.wait_replicas);
+    ASSERT_EQ_INT(1000, cfg->redis.wait_timeout_ms);
+    ASSERT_EQ_INT(86400000, cfg->redis.consumer_gone_ms);
+    config_free(cfg);
+
+    cfg = load_ok("[redis]\nsentinels = 10.0.0.1:26379, 10.0.0.2 ,[fd00::3]:26380\n"
+                  "master_name = varsel-main\nsentinel_password = s3cret-pass\n"
+                  "wait_replicas = 1\nwait_timeout_ms = 250\nconsumer_gone_ms = 0\n" APP_APNS);
+    ASSERT_EQ_INT(3, (int)cfg->redis.n_sentinels);
+    ASSERT_STR_EQ("10.0.0.1", cfg->redis.sentinel_hosts[0]);
+    ASSERT_EQ_INT(26379, cfg->redis.sentinel_ports[0]);
+    ASSERT_STR_EQ("10.0.0.2", cfg->redis.sentinel_hosts[1]);
+    ASSERT_EQ_INT(26379, cfg->redis.sentinel_ports[1]); /* the default port */
+    ASSERT_STR_EQ("fd00::3", cfg->redis.sentinel_hosts[2]);
+    ASSERT_EQ_INT(26380, cfg->redis.sentinel_ports[2]);
+    ASSERT_STR_EQ("varsel-main", cfg->redis.master_name);
+    ASSERT_STR_EQ("s3cret-pass", cfg->redis.sentinel_password);
+    ASSERT_EQ_INT(1, cfg->redis.wait_replicas);
+    ASSERT_EQ_INT(250, cfg->redis.wait_timeout_ms);
+    ASSERT_EQ_INT(0, cfg->redis.consumer_gone_ms);
+    config_free(cfg);
+
+    expect_err("[redis]\nsentinels = sentinel-1:26379\nmaster_name = m\n" APP_APNS,
+               "2: [redis] sentinels: address 1: expected ip:port or [ipv6]:port (IP literals; "
+               "host names are not resolved)");
+    expect_err("[redis]\nsentinels = 10.0.0.1:26379,,10.0.0.2\nmaster_name = m\n" APP_APNS,
+               "2: [redis] sentinels: empty address in the list");
+    expect_err("[redis]\nsentinels = 10.0.0.1:0\nmaster_name = m\n" APP_APNS,
+               "2: [redis] sentinels: address 1: expected ip:port or [ipv6]:port (IP literals; "
+               "host names are not resolved)");
+    expect_err("[redis]\nsentinels = 10.0.0.1\n" APP_APNS,
+               "2: [redis] master_name: required with sentinels");
+    expect_err("[redis]\nmaster_name = m\n" APP_APNS, "2: [redis] master_name: needs sentinels");
+    expect_err("[redis]\nsentinel_password = abcdef\n" APP_APNS,
+               "2: [redis] sentinel_password: needs sentinels");
+    expect_err("[redis]\nwait_replicas = 17\n" APP_APNS,
+               "2: [redis] wait_replicas: must be between 0 and 16, got 17");
+    expect_err("[redis]\nwait_timeout_ms = 20000\n" APP_APNS,
+               "2: [redis] wait_timeout_ms: must be between 10 and 10000, got 20000");
+    /* A password is never echoed. */
+    struct config *bad = NULL;
+    ASSERT_EQ_INT(-1, load("[redis]\nsentinels = 10.0.0.1\nmaster_name = m\n"
+                           "sentinel_password = has space\n" APP_APNS, &bad));
+    ASSERT(strstr(err, "has space") == NULL);
+
+    /* None of them reloads. */
+    struct config *a = load_ok(APP_APNS);
+    struct config *b = load_ok("[redis]\nwait_replicas = 1\n" APP_APNS);
+    char e[256];
+    ASSERT_EQ_INT(-1, config_reload_check(a, b, e, sizeof e));
+    ASSERT_STR_EQ("[redis] wait_replicas changed; restart varseld to apply it", e);
+    config_free(a);
+    config_free(b);
+    teardown();
+}
+
 TEST(url_parse)
 {
     struct config_url u;
@@ -612,4 +675,4 @@ TEST_MAIN(T(defaults), T(every_key_set), T(templates_dir_beside_config),
           T(error_format_names_file_line_key), T(file_errors_name_path), T(line_length_limit),
           T(syntax_variants), T(redis_urls), T(apps_rules), T(service_account_file),
           T(reload_check), T(dump_keys_lists_table), T(example_file_loads), T(url_parse),
-          T(tenants), T(streams))
+          T(tenants), T(streams), T(sentinel_and_scaleout_keys))
