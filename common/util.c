@@ -175,6 +175,24 @@ void sha256_hex(const void *in, size_t n, char out[65])
     out[64] = '\0';
 }
 
+size_t fmt_i64(char *out, int64_t v)
+{
+    char tmp[21];
+    size_t n = 0, o = 0;
+    /* Negate in unsigned arithmetic so INT64_MIN works too. */
+    uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+    do {
+        tmp[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        out[o++] = '-';
+    while (n)
+        out[o++] = tmp[--n];
+    out[o] = '\0';
+    return o;
+}
+
 int64_t now_ms(void)
 {
     struct timespec ts;

@@ -39,6 +39,13 @@ void uuid_from_name(const char *name, size_t len, char out[37]);
 /* Lowercase hex of SHA-256 of |in| into out[65]. */
 void sha256_hex(const void *in, size_t n, char out[65]);
 
+/*
+ * Decimal text of |v| into |out| (at least 21 bytes), NUL-terminated;
+ * returns the length. For hot paths: snprintf's format machinery costs
+ * ten times as much for a number.
+ */
+size_t fmt_i64(char *out, int64_t v);
+
 /* Wall clock in milliseconds / seconds since the epoch. */
 int64_t now_ms(void);
 int64_t now_s(void);

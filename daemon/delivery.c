@@ -9,7 +9,8 @@
  *                     retry at T (transient, attempts and deadline left) /
  *                     give up (expired or failed, plus a dead letter).
  *   settle_write      one Lua script writes receipt, status and the retry
- *                     schedule together. When Redis is down the settlement
+ *                     schedule together (queue/receipts.h batches the
+ *                     settlements of one loop turn into one call). When Redis is down the settlement
  *                     waits in ctx->redo and is written when it is back;
  *                     the job is not acknowledged before that.
  *   poller            every 200 ms claims due retries into a lease (Lua),
@@ -574,7 +575,7 @@ static void settle_write(struct delivery *d)
         .retry_data = data,
         .dead_reason = d->dead_reason,
     };
-    int rc2 = receipts_settle(ctx->cmd, &ctx->keys, &rc, &opts, on_settled, d);
+    int rc2 = receipts_batch_add(ctx->settle_batch, &rc, &opts, on_settled, d);
     if (data)
         cJSON_free(data);
     if (rc2 != 0) {
@@ -605,6 +606,7 @@ void delivery_ctx_flush(struct delivery_ctx *ctx)
 void delivery_ctx_abandon(struct delivery_ctx *ctx)
 {
     ctx->closed = true;
+    receipts_batch_flush(ctx->settle_batch);
     struct delivery *d = ctx->redo;
     ctx->redo = NULL;
     while (d) {
@@ -793,6 +795,7 @@ void delivery_ctx_init(struct delivery_ctx *ctx, uv_loop_t *loop)
     ctx->timer.data = ctx;
     ctx->last_renew_ms = mono_ms();
     uv_timer_start(&ctx->timer, on_poll, POLL_MS, POLL_MS);
+    ctx->settle_batch = receipts_batch_new(loop, ctx->cmd, &ctx->keys);
 }
 
 struct close_req {
@@ -815,6 +818,8 @@ void delivery_ctx_close(struct delivery_ctx *ctx, void (*done)(void *arg), void 
     struct close_req *c = xmalloc(sizeof *c);
     c->done = done;
     c->arg = arg;
+    receipts_batch_close(ctx->settle_batch);
+    ctx->settle_batch = NULL;
     uv_timer_stop(&ctx->timer);
     ctx->timer.data = c;
     uv_close((uv_handle_t *)&ctx->timer, on_timer_closed);

@@ -53,6 +53,7 @@ struct delivery_ctx {
     struct delivery *retries;        /* claimed retries in flight (list) */
     size_t n_retries;
     bool claiming;
+    struct receipts_batch *settle_batch; /* settlements of this loop turn */
     uv_timer_t timer;                /* retry poller and lease renewal */
     uint64_t last_renew_ms;
 };
