@@ -36,6 +36,8 @@ void uuid_v4(char out[37]);
  */
 void uuid_from_name(const char *name, size_t len, char out[37]);
 
+/* SHA-256 of |in| (for ids, not for secrets: not constant-time). */
+void sha256(const void *in, size_t n, unsigned char md[32]);
 /* Lowercase hex of SHA-256 of |in| into out[65]. */
 void sha256_hex(const void *in, size_t n, char out[65]);
 
