@@ -253,16 +253,20 @@ struct delivery *delivery_new(struct delivery_ctx *ctx, void *owner, const struc
         d->build_error = "app has no credentials for this platform";
         return d;
     }
-    char *title = NULL, *text = NULL;
+    const char *title = NULL, *text = NULL;
     const char *locale = templates_resolve_locale(dev->locale, NULL);
-    if (templates_render(ctx->templates, ev, locale, &title, &text) != 0) {
+    if (templates_render_cached(ctx->render_cache, ctx->templates, ev, locale, &title,
+                                &text) != 0) {
         d->build_error = "template rendering failed";
         return d;
     }
     build_body(d, ev, badge, title, text);
-    free(title);
-    free(text);
     return d;
+}
+
+void delivery_forget_event(struct delivery_ctx *ctx, const struct event *ev)
+{
+    templates_cache_forget(ctx->render_cache, ev);
 }
 
 void *delivery_owner(const struct delivery *d) { return d->owner; }
@@ -796,6 +800,7 @@ void delivery_ctx_init(struct delivery_ctx *ctx, uv_loop_t *loop)
     ctx->last_renew_ms = mono_ms();
     uv_timer_start(&ctx->timer, on_poll, POLL_MS, POLL_MS);
     ctx->settle_batch = receipts_batch_new(loop, ctx->cmd, &ctx->keys);
+    ctx->render_cache = templates_cache_new();
 }
 
 struct close_req {
@@ -820,6 +825,8 @@ void delivery_ctx_close(struct delivery_ctx *ctx, void (*done)(void *arg), void 
     c->arg = arg;
     receipts_batch_close(ctx->settle_batch);
     ctx->settle_batch = NULL;
+    templates_cache_free(ctx->render_cache);
+    ctx->render_cache = NULL;
     uv_timer_stop(&ctx->timer);
     ctx->timer.data = c;
     uv_close((uv_handle_t *)&ctx->timer, on_timer_closed);

@@ -54,6 +54,7 @@ struct delivery_ctx {
     size_t n_retries;
     bool claiming;
     struct receipts_batch *settle_batch; /* settlements of this loop turn */
+    struct templates_cache *render_cache; /* texts of the event being expanded */
     uv_timer_t timer;                /* retry poller and lease renewal */
     uint64_t last_renew_ms;
 };
@@ -78,6 +79,9 @@ size_t delivery_ctx_unwritten(const struct delivery_ctx *ctx);
 struct delivery *delivery_new(struct delivery_ctx *ctx, void *owner, const struct event *ev,
                               int64_t publish_ms, const char *user, int badge,
                               const struct registry_device *dev);
+
+/* |ev| is about to be freed: forget what was rendered for it. */
+void delivery_forget_event(struct delivery_ctx *ctx, const struct event *ev);
 
 /* Send it (or settle it at once when it cannot be sent). */
 void delivery_start(struct delivery *d);

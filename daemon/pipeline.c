@@ -178,6 +178,7 @@ static void job_free(struct job *j)
     free(j->devs);
     free(j->n_devs);
     free(j->users);
+    delivery_forget_event(&pl->dctx, j->ev);
     event_free(j->ev);
     stream_entry_free(&j->entry);
     free(j);
@@ -416,15 +417,13 @@ static void job_next_slice(struct job *j)
     j->next_user += n;
     memset(j->n_devs, 0, SLICE_USERS * sizeof *j->n_devs);
     j->slice_busy = true;
-    for (size_t i = 0; i < n; i++) {
-        if (registry_lookup(pl->cmd, pl->cfg.prefix, j->ev->tenant,
-                            j->users[j->slice_base + i].user, on_devices, j) != 0) {
-            /* Connection gone: replies already asked for come back NULL. */
-            j->redis_failed = true;
-            j->slice_len = i;
-            break;
-        }
-        j->refs++;
+    size_t sent = registry_lookup_many(pl->cmd, pl->cfg.prefix, j->ev->tenant,
+                                       &j->users[j->slice_base], n, on_devices, j);
+    j->refs += (int)sent;
+    if (sent < n) {
+        /* Connection gone: replies already asked for come back NULL. */
+        j->redis_failed = true;
+        j->slice_len = sent;
     }
     if (j->slice_len == 0 || j->slice_replies == j->slice_len) {
         j->slice_busy = false;
