@@ -67,6 +67,8 @@
 #define PING_TIMEOUT_MIN  5000
 #define OBUF_WRITE_AT     (64 * 1024)
 #define REASON_LEN        160
+#define RH_INLINE         192    /* response headers kept inside the request:
+                                    APNs answers with one or two */
 
 enum req_where { W_QUEUE = 1, W_INFLIGHT, W_DONE, W_FIRED };
 enum conn_state { C_CONNECTING = 1, C_OPEN, C_DRAINING, C_CLOSING };
@@ -94,8 +96,10 @@ struct h2_req {
     int status;
     int error;
     char reason[REASON_LEN];
-    char *rh;                      /* "name\0value\0" pairs */
+    char *rh;                      /* "name\0value\0" pairs: rh_inline, or
+                                      malloc'd when they do not fit */
     size_t rh_len, rh_cap, n_rh;
+    char rh_inline[RH_INLINE];
     uint8_t *rbody;
     size_t rbody_len, rbody_cap;
     int truncated;
@@ -138,6 +142,7 @@ struct h2_pool {
     char *name;
     char *host;                    /* without brackets, for TLS and DNS */
     char *authority;               /* host[:port] as sent in :authority */
+    size_t authority_len;
     char port_str[8];
     SSL_CTX *ssl_ctx;
     int max_connections;
@@ -243,7 +248,8 @@ static uint32_t pool_rand(struct h2_pool *p)
 
 static void req_free(struct h2_req *r)
 {
-    free(r->rh);
+    if (r->rh != r->rh_inline)
+        free(r->rh);
     free(r->rbody);
     free(r);
 }
@@ -425,10 +431,15 @@ static int on_header_cb(nghttp2_session *s, const nghttp2_frame *frame,
     if (r->rh_len + need > RESP_HDR_MAX)
         return 0;
     if (r->rh_len + need > r->rh_cap) {
-        size_t cap = r->rh_cap ? r->rh_cap * 2 : 256;
+        size_t cap = r->rh_cap * 2;
         while (cap < r->rh_len + need)
             cap *= 2;
-        r->rh = xrealloc(r->rh, cap);
+        if (r->rh == r->rh_inline) {
+            r->rh = xmalloc(cap);
+            memcpy(r->rh, r->rh_inline, r->rh_len);
+        } else {
+            r->rh = xrealloc(r->rh, cap);
+        }
         r->rh_cap = cap;
     }
     memcpy(r->rh + r->rh_len, name, namelen);
@@ -1156,6 +1167,7 @@ struct h2_pool *h2_pool_new(uv_loop_t *loop, const struct h2_pool_config *cfg)
     p->name = xstrdup(name);
     p->host = host;
     p->authority = authority;
+    p->authority_len = strlen(authority);
     snprintf(p->port_str, sizeof p->port_str, "%d", port);
     p->ssl_ctx = cfg->ssl_ctx;
     p->max_connections = cfg->max_connections;
@@ -1214,7 +1226,11 @@ int h2_pool_submit(struct h2_pool *p, const char *method, const char *path,
     for (size_t i = 0; i < n_hdrs; i++)
         strings += strlen(hdrs[i].name) + strlen(hdrs[i].value) + 2;
     size_t need = sizeof(struct h2_req) + nvlen * sizeof(nghttp2_nv) + strings + body_len;
-    struct h2_req *r = xcalloc(1, need);
+    /* Only the struct needs zeroing, not the strings and body after it. */
+    struct h2_req *r = xmalloc(need);
+    memset(r, 0, sizeof *r);
+    r->rh = r->rh_inline;
+    r->rh_cap = sizeof r->rh_inline;
     nghttp2_nv *nv = (nghttp2_nv *)(r + 1);
     char *s = (char *)(nv + nvlen);
 
@@ -1227,13 +1243,17 @@ int h2_pool_submit(struct h2_pool *p, const char *method, const char *path,
         nv[i_].flags = (f_);                                                   \
     } while (0)
 
+    /* Every name and value lives in this allocation (or the pool) until the
+     * stream is closed, so nghttp2 need not copy them (NO_COPY_*): that
+     * saves an allocation and a copy of all headers per request. */
+    const uint8_t keep = NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE;
     memcpy(s, method, ml + 1);
-    NV_SET(0, ":method", 7, s, ml, NGHTTP2_NV_FLAG_NONE);
+    NV_SET(0, ":method", 7, s, ml, keep);
     s += ml + 1;
-    NV_SET(1, ":scheme", 7, "https", 5, NGHTTP2_NV_FLAG_NONE);
-    NV_SET(2, ":authority", 10, p->authority, strlen(p->authority), NGHTTP2_NV_FLAG_NONE);
+    NV_SET(1, ":scheme", 7, "https", 5, keep);
+    NV_SET(2, ":authority", 10, p->authority, p->authority_len, keep);
     memcpy(s, path, pl + 1);
-    NV_SET(3, ":path", 5, s, pl, NGHTTP2_NV_FLAG_NO_INDEX);
+    NV_SET(3, ":path", 5, s, pl, NGHTTP2_NV_FLAG_NO_INDEX | keep);
     s += pl + 1;
     for (size_t i = 0; i < n_hdrs; i++) {
         size_t nl = strlen(hdrs[i].name), vl = strlen(hdrs[i].value);
@@ -1244,7 +1264,7 @@ int h2_pool_submit(struct h2_pool *p, const char *method, const char *path,
         s += nl + 1;
         memcpy(s, hdrs[i].value, vl + 1);
         NV_SET(4 + i, name, nl, s, vl,
-               (hdrs[i].flags & H2_HDR_NO_INDEX) ? NGHTTP2_NV_FLAG_NO_INDEX : NGHTTP2_NV_FLAG_NONE);
+               ((hdrs[i].flags & H2_HDR_NO_INDEX) ? NGHTTP2_NV_FLAG_NO_INDEX : 0) | keep);
         s += vl + 1;
     }
 #undef NV_SET
