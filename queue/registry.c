@@ -107,18 +107,7 @@ static const char remove_lua[] =
     "end\n"
     "return 'removed'\n";
 
-/*
- * KEYS: devices hashes. Returns their HGETALLs in order: one command for a
- * slice of recipients instead of one per recipient (hiredis formats each
- * command's arguments with a printf-like formatter; per recipient that
- * cost more than the lookup itself).
- */
-static const char lookup_lua[] =
-    "local out = {}\n"
-    "for i = 1, #KEYS do out[i] = redis.call('HGETALL', KEYS[i]) end\n"
-    "return out\n";
-
-static struct redis_script register_script, unregister_script, remove_script, lookup_script;
+static struct redis_script register_script, unregister_script, remove_script;
 static int scripts_ready;
 
 void registry_init(struct redis_conn *c)
@@ -127,10 +116,8 @@ void registry_init(struct redis_conn *c)
         redis_script_init(&register_script, register_lua);
         redis_script_init(&unregister_script, unregister_lua);
         redis_script_init(&remove_script, remove_lua);
-        redis_script_init(&lookup_script, lookup_lua);
         scripts_ready = 1;
     }
-    redis_conn_add_script(c, &lookup_script);
     redis_conn_add_script(c, &register_script);
     redis_conn_add_script(c, &unregister_script);
     redis_conn_add_script(c, &remove_script);
@@ -227,80 +214,45 @@ int registry_lookup(struct redis_conn *c, const char *prefix, const char *tenant
     return rc;
 }
 
-/* redis_conn_eval passes at most 61 arguments. */
-#define LOOKUP_CHUNK 60
-
-/* One lookup script on its way: whose reply elements are whose. */
-struct lookup_chunk {
-    redisCallbackFn *fn;
-    void *priv;
-    size_t n;
-};
-
-static void on_lookup_chunk(redisAsyncContext *ac, void *reply_, void *priv)
-{
-    struct lookup_chunk *lc = priv;
-    redisReply *reply = reply_;
-    static char bad_text[] = "ERR unexpected reply to the lookup script";
-    static redisReply bad = { .type = REDIS_REPLY_ERROR, .str = bad_text,
-                              .len = sizeof bad_text - 1 };
-    for (size_t i = 0; i < lc->n; i++) {
-        redisReply *r = reply;
-        if (reply && reply->type == REDIS_REPLY_ARRAY)
-            r = i < reply->elements ? reply->element[i] : &bad;
-        else if (reply && reply->type != REDIS_REPLY_ERROR)
-            r = &bad;
-        lc->fn(ac, r, lc->priv);
-    }
-    free(lc);
-}
-
+/*
+ * A slice's lookups are plain HGETALLs, pipelined, in RESP written here:
+ * hiredis's formatter (a printf-like pass per argument) cost more than the
+ * lookup itself, and a Lua script that loops over the keys costs Redis
+ * three times what native HGETALLs do (its replies go through Lua tables).
+ */
 size_t registry_lookup_many(struct redis_conn *c, const char *prefix, const char *tenant,
                             const struct event_recipient *users, size_t n,
                             redisCallbackFn *fn, void *priv)
 {
-    size_t pl = strlen(prefix), tl = strlen(tenant), sent = 0;
-    /* "P{T}:devices:" once; each key is that plus the user */
-    size_t hl = pl + tl + 11;
-    char stack[4096];
-    while (sent < n) {
-        size_t m = n - sent < LOOKUP_CHUNK ? n - sent : LOOKUP_CHUNK;
-        size_t total = 0, ul[LOOKUP_CHUNK];
-        for (size_t i = 0; i < m; i++) {
-            ul[i] = strlen(users[sent + i].user);
-            total += hl + ul[i];
-        }
-        char *buf = total <= sizeof stack ? stack : xmalloc(total), *o = buf;
-        const char *argv[LOOKUP_CHUNK];
-        size_t argvlen[LOOKUP_CHUNK];
-        for (size_t i = 0; i < m; i++) {
-            argv[i] = o;
-            argvlen[i] = hl + ul[i];
-            memcpy(o, prefix, pl);
-            o += pl;
-            *o++ = '{';
-            memcpy(o, tenant, tl);
-            o += tl;
-            memcpy(o, "}:devices:", 10);
-            o += 10;
-            memcpy(o, users[sent + i].user, ul[i]);
-            o += ul[i];
-        }
-        struct lookup_chunk *lc = xmalloc(sizeof *lc);
-        lc->fn = fn;
-        lc->priv = priv;
-        lc->n = m;
-        int rc = redis_conn_eval(c, &lookup_script, on_lookup_chunk, lc, (int)m, (int)m, argv,
-                                 argvlen);
+    size_t pl = strlen(prefix), tl = strlen(tenant);
+    char stack[512];
+    for (size_t i = 0; i < n; i++) {
+        size_t ul = strlen(users[i].user), kl = pl + tl + 11 + ul;
+        size_t need = 40 + kl;
+        char *buf = need <= sizeof stack ? stack : xmalloc(need), *o = buf;
+        memcpy(o, "*2\r\n$7\r\nHGETALL\r\n$", 18);
+        o += 18;
+        o += fmt_i64(o, (int64_t)kl);
+        *o++ = '\r';
+        *o++ = '\n';
+        memcpy(o, prefix, pl);
+        o += pl;
+        *o++ = '{';
+        memcpy(o, tenant, tl);
+        o += tl;
+        memcpy(o, "}:devices:", 10);
+        o += 10;
+        memcpy(o, users[i].user, ul);
+        o += ul;
+        *o++ = '\r';
+        *o++ = '\n';
+        int rc = redis_conn_cmd_formatted(c, fn, priv, buf, (size_t)(o - buf));
         if (buf != stack)
             free(buf);
-        if (rc != 0) {
-            free(lc);
-            break;
-        }
-        sent += m;
+        if (rc != 0)
+            return i;
     }
-    return sent;
+    return n;
 }
 
 /* ---- device records ----------------------------------------------------- */

@@ -50,13 +50,12 @@ int registry_lookup(struct redis_conn *c, const char *prefix, const char *tenant
                     const char *user, redisCallbackFn *fn, void *priv);
 
 /*
- * HGETALL of the devices hash of each of |n| recipients, in as few round
- * trips as possible (one script per 60 recipients). |fn| is called once
- * per recipient, in order, with that recipient's HGETALL reply (an array,
- * an error, or NULL when the connection dropped), exactly as if
- * registry_lookup had been called for each. Returns how many lookups were
- * sent: n, or fewer when the connection is not ready (|fn| is never called
- * for the others).
+ * HGETALL of the devices hash of each of |n| recipients, pipelined, as
+ * registry_lookup for each but without hiredis's formatter. |fn| is called
+ * once per recipient, in order, with that recipient's reply (an array, an
+ * error, or NULL when the connection dropped). Returns how many lookups
+ * were sent: n, or fewer when the connection is not ready (|fn| is never
+ * called for the others).
  */
 size_t registry_lookup_many(struct redis_conn *c, const char *prefix, const char *tenant,
                             const struct event_recipient *users, size_t n,
