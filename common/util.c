@@ -249,6 +249,32 @@ void uuid_from_name(const char *name, size_t len, char out[37])
     uuid_format(md, out);
 }
 
+void uuid_from_parts(const char *const *parts, size_t n, char sep, char out[37])
+{
+    char stack[512];
+    size_t len[16], total = 0;
+    if (n > 16)
+        n = 16;
+    if (n == 0) {
+        uuid_from_name("", 0, out);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        len[i] = strlen(parts[i]);
+        total += len[i] + (i ? 1 : 0);
+    }
+    char *buf = total <= sizeof stack ? stack : xmalloc(total), *o = buf;
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            *o++ = sep;
+        memcpy(o, parts[i], len[i]);
+        o += len[i];
+    }
+    uuid_from_name(buf, total, out);
+    if (buf != stack)
+        free(buf);
+}
+
 void sha256_hex(const void *in, size_t n, char out[65])
 {
     static const char hex[] = "0123456789abcdef";
@@ -263,20 +289,33 @@ void sha256_hex(const void *in, size_t n, char out[65])
 
 size_t fmt_i64(char *out, int64_t v)
 {
-    char tmp[21];
-    size_t n = 0, o = 0;
+    static const char pairs[] =
+        "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+        "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+        "8081828384858687888990919293949596979899";
+    char tmp[24];
+    char *e = tmp + sizeof tmp, *p = e;
     /* Negate in unsigned arithmetic so INT64_MIN works too. */
     uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
-    do {
-        tmp[n++] = (char)('0' + u % 10);
-        u /= 10;
-    } while (u);
+    while (u >= 100) {
+        unsigned d = (unsigned)(u % 100);
+        u /= 100;
+        p -= 2;
+        memcpy(p, pairs + 2 * d, 2);
+    }
+    if (u >= 10) {
+        p -= 2;
+        memcpy(p, pairs + 2 * u, 2);
+    } else {
+        *--p = (char)('0' + u);
+    }
+    size_t n = 0;
     if (v < 0)
-        out[o++] = '-';
-    while (n)
-        out[o++] = tmp[--n];
-    out[o] = '\0';
-    return o;
+        out[n++] = '-';
+    memcpy(out + n, p, (size_t)(e - p));
+    n += (size_t)(e - p);
+    out[n] = '\0';
+    return n;
 }
 
 int64_t now_ms(void)

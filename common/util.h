@@ -36,6 +36,12 @@ void uuid_v4(char out[37]);
  */
 void uuid_from_name(const char *name, size_t len, char out[37]);
 
+/*
+ * uuid_from_name of |parts| (at most 16) joined with |sep|, without a
+ * format pass: the apns-id of every delivery.
+ */
+void uuid_from_parts(const char *const *parts, size_t n, char sep, char out[37]);
+
 /* SHA-256 of |in| (for ids, not for secrets: not constant-time). */
 void sha256(const void *in, size_t n, unsigned char md[32]);
 /* Lowercase hex of SHA-256 of |in| into out[65]. */

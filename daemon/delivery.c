@@ -241,10 +241,8 @@ struct delivery *delivery_new(struct delivery_ctx *ctx, void *owner, const struc
     d->expiration = d->deadline_ms / 1000;
     d->priority = apns_priority(ev);
     collapse_id(ev->id, d->collapse_id);
-    char name[600];
-    int nl = snprintf(name, sizeof name, "%s|%s|%s|%s", ev->tenant, ev->id, user, dev->device);
-    uuid_from_name(name, (size_t)(nl < (int)sizeof name ? nl : (int)sizeof name - 1),
-                   d->retry_id);
+    const char *id_parts[4] = { ev->tenant, ev->id, user, dev->device };
+    uuid_from_parts(id_parts, 4, '|', d->retry_id);
     if (d->app == NULL) {
         d->build_error = "unknown app";
         return d;

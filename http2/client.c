@@ -1223,8 +1223,13 @@ int h2_pool_submit(struct h2_pool *p, const char *method, const char *path,
     size_t ml = strlen(method), pl = strlen(path);
     size_t nvlen = n_hdrs + 4;
     size_t strings = ml + 1 + pl + 1;
-    for (size_t i = 0; i < n_hdrs; i++)
-        strings += strlen(hdrs[i].name) + strlen(hdrs[i].value) + 2;
+    size_t lens_stack[2 * 16];
+    size_t *lens = n_hdrs <= 16 ? lens_stack : xmalloc(2 * n_hdrs * sizeof *lens);
+    for (size_t i = 0; i < n_hdrs; i++) {
+        lens[2 * i] = strlen(hdrs[i].name);
+        lens[2 * i + 1] = strlen(hdrs[i].value);
+        strings += lens[2 * i] + lens[2 * i + 1] + 2;
+    }
     size_t need = sizeof(struct h2_req) + nvlen * sizeof(nghttp2_nv) + strings + body_len;
     /* Only the struct needs zeroing, not the strings and body after it. */
     struct h2_req *r = xmalloc(need);
@@ -1256,10 +1261,13 @@ int h2_pool_submit(struct h2_pool *p, const char *method, const char *path,
     NV_SET(3, ":path", 5, s, pl, NGHTTP2_NV_FLAG_NO_INDEX | keep);
     s += pl + 1;
     for (size_t i = 0; i < n_hdrs; i++) {
-        size_t nl = strlen(hdrs[i].name), vl = strlen(hdrs[i].value);
+        size_t nl = lens[2 * i], vl = lens[2 * i + 1];
         char *name = s;
-        for (size_t k = 0; k < nl; k++)
-            name[k] = (char)tolower((unsigned char)hdrs[i].name[k]);
+        /* HTTP/2 wants lowercase names (ASCII only: no locale lookup). */
+        for (size_t k = 0; k < nl; k++) {
+            char ch = hdrs[i].name[k];
+            name[k] = (char)(ch >= 'A' && ch <= 'Z' ? ch + ('a' - 'A') : ch);
+        }
         name[nl] = '\0';
         s += nl + 1;
         memcpy(s, hdrs[i].value, vl + 1);
@@ -1268,6 +1276,8 @@ int h2_pool_submit(struct h2_pool *p, const char *method, const char *path,
         s += vl + 1;
     }
 #undef NV_SET
+    if (lens != lens_stack)
+        free(lens);
     if (body_len > 0)
         memcpy(s, body, body_len);
     r->nva = nv;

@@ -53,9 +53,30 @@ TEST(uuid_from_name_is_stable)
     ASSERT_STR_EQ(want, id);
 }
 
+TEST(uuid_from_parts_joins_with_the_separator)
+{
+    const char *parts[] = { "demo", "evt-1", "user-1", "device-1" };
+    char a[37], b[37];
+    uuid_from_parts(parts, 4, '|', a);
+    const char *name = "demo|evt-1|user-1|device-1";
+    uuid_from_name(name, strlen(name), b);
+    ASSERT_STR_EQ(b, a);
+    /* Longer than the stack buffer. */
+    char big[700];
+    memset(big, 'x', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    const char *p2[] = { "t", big };
+    uuid_from_parts(p2, 2, '|', a);
+    char joined[704];
+    snprintf(joined, sizeof joined, "t|%s", big);
+    uuid_from_name(joined, strlen(joined), b);
+    ASSERT_STR_EQ(b, a);
+}
+
 TEST(fmt_i64_matches_printf)
 {
-    const int64_t v[] = { 0, 1, -1, 9, 10, 99, 100, 12345, -12345, 1732800000000LL,
+    const int64_t v[] = { 0, 1, -1, 9, 10, 11, 99, 100, 101, 999, 1000, 12345, -12345,
+                          -10, -99, -100, 1732800000000LL, 10000000000000000LL,
                           INT64_MAX, INT64_MIN, INT32_MAX, INT32_MIN };
     for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
         char a[24], b[24];
@@ -67,4 +88,4 @@ TEST(fmt_i64_matches_printf)
 }
 
 TEST_MAIN(T(sha256_matches_openssl), T(sha256_known_answers), T(uuid_from_name_is_stable),
-          T(fmt_i64_matches_printf))
+          T(uuid_from_parts_joins_with_the_separator), T(fmt_i64_matches_printf))
