@@ -94,6 +94,8 @@ struct pipeline {
     struct job *jobs;            /* list of active jobs */
     struct job *wait_head, *wait_tail; /* jobs waiting for room in the window */
     size_t n_jobs;
+    size_t expanding;            /* recipients whose device lookups are out:
+                                    counted in the window with dctx.active */
     struct delivery_ctx dctx;    /* deliveries, settlement, retries */
     uv_timer_t claim_timer, stop_timer;
     char claim_cursor[64];
@@ -369,6 +371,7 @@ static void on_devices(redisAsyncContext *ac, void *r, void *priv)
     if (j->slice_replies < j->slice_len)
         return;
     j->slice_busy = false;
+    j->pl->expanding -= j->slice_len;
     if (j->redis_failed || j->pl->closed || j->pl->stopping) {
         j->unsettled_lost = true; /* this slice is not delivered: no ack */
         job_check_done(j);
@@ -393,7 +396,10 @@ static void job_next_slice(struct job *j)
     }
     if (j->in_send)
         return; /* job_send_slice calls again when its loop is done */
-    size_t window = pl->cfg.inflight_window, active = pl->dctx.active;
+    /* Recipients being looked up count too: otherwise every waiting job
+     * takes the same room while the lookups are out, and a burst of
+     * settlements let the window overshoot many times over. */
+    size_t window = pl->cfg.inflight_window, active = pl->dctx.active + pl->expanding;
     if (active >= window) {
         /* Wait for room: resumed by pipeline_resume when deliveries end. */
         if (!j->waiting) {
@@ -425,8 +431,10 @@ static void job_next_slice(struct job *j)
         j->redis_failed = true;
         j->slice_len = sent;
     }
+    pl->expanding += j->slice_len;
     if (j->slice_len == 0 || j->slice_replies == j->slice_len) {
         j->slice_busy = false;
+        pl->expanding -= j->slice_len;
         job_check_done(j);
     }
 }
@@ -534,7 +542,8 @@ static void on_delivery_done(struct delivery *d, void *arg)
 /* Room in the window: let waiting jobs expand their next slice, then read. */
 static void pipeline_resume(struct pipeline *pl)
 {
-    while (!pl->closed && pl->wait_head && pl->dctx.active < pl->cfg.inflight_window) {
+    while (!pl->closed && pl->wait_head &&
+           pl->dctx.active + pl->expanding < pl->cfg.inflight_window) {
         struct job *j = pl->wait_head;
         wait_remove(pl, j);
         job_next_slice(j);
@@ -686,7 +695,7 @@ static void on_read(redisAsyncContext *ac, void *r, void *priv)
 
 static bool has_room(const struct pipeline *pl)
 {
-    return pl->dctx.active < pl->cfg.inflight_window && pl->wait_head == NULL &&
+    return pl->dctx.active + pl->expanding < pl->cfg.inflight_window && pl->wait_head == NULL &&
            pl->n_jobs < (size_t)pl->cfg.batch_size * 4;
 }
 
