@@ -588,10 +588,31 @@ int receipts_renew_leases(struct redis_conn *c, const char *prefix, int64_t unti
 int receipts_status_lookup(struct redis_conn *c, const char *prefix, const char *tenant,
                            const char *event_id, redisCallbackFn *fn, void *priv)
 {
-    char *k = status_key(prefix, tenant, event_id);
-    const char *argv[] = { "HGETALL", k };
-    int rc = redis_conn_cmd_argv(c, fn, priv, 2, argv, NULL);
-    free(k);
+    /* Once per event: written as RESP here (hiredis's formatter and the
+     * key's snprintf cost more than the lookup). */
+    size_t pl = strlen(prefix), tl = strlen(tenant), el = strlen(event_id);
+    size_t kl = pl + tl + el + 10, need = kl + 48;
+    char stack[512];
+    char *buf = need <= sizeof stack ? stack : xmalloc(need), *o = buf;
+    memcpy(o, "*2\r\n$7\r\nHGETALL\r\n$", 18);
+    o += 18;
+    o += fmt_i64(o, (int64_t)kl);
+    *o++ = '\r';
+    *o++ = '\n';
+    memcpy(o, prefix, pl);
+    o += pl;
+    *o++ = '{';
+    memcpy(o, tenant, tl);
+    o += tl;
+    memcpy(o, "}:status:", 9);
+    o += 9;
+    memcpy(o, event_id, el);
+    o += el;
+    *o++ = '\r';
+    *o++ = '\n';
+    int rc = redis_conn_cmd_formatted(c, fn, priv, buf, (size_t)(o - buf));
+    if (buf != stack)
+        free(buf);
     return rc;
 }
 
