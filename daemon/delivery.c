@@ -10,9 +10,10 @@
  *                     give up (expired or failed, plus a dead letter).
  *   settle_write      one Lua script writes receipt, status and the retry
  *                     schedule together (queue/receipts.h batches the
- *                     settlements of one loop turn into one call). When Redis is down the settlement
- *                     waits in ctx->redo and is written when it is back;
- *                     the job is not acknowledged before that.
+ *                     settlements of one loop turn into one call). When
+ *                     Redis is down the settlement waits in ctx->redo and
+ *                     is written when it is back; the job is not
+ *                     acknowledged before that.
  *   poller            every 200 ms claims due retries into a lease (Lua),
  *                     while the in-flight window has room, and renews the
  *                     leases of retries still in flight. A lease that runs

@@ -695,8 +695,8 @@ static void on_read(redisAsyncContext *ac, void *r, void *priv)
 
 static bool has_room(const struct pipeline *pl)
 {
-    return pl->dctx.active + pl->expanding < pl->cfg.inflight_window && pl->wait_head == NULL &&
-           pl->n_jobs < (size_t)pl->cfg.batch_size * 4;
+    return pl->dctx.active + pl->expanding < pl->cfg.inflight_window &&
+           pl->wait_head == NULL && pl->n_jobs < (size_t)pl->cfg.batch_size * 4;
 }
 
 static void free_poison(struct pipeline *pl)

@@ -109,3 +109,32 @@ def test_window_bounds_what_is_expanded(ctx):
     check_eq(len(evs) * len(users), len(h.receipts(r)), "receipts")
     ctx.note(f"peak in flight {peak:.0f} with a window of {window}")
     check(peak <= window, f"in flight peaked at {peak:.0f}, over the window of {window}")
+
+
+def test_receipt_opened_goes_through_the_settle_script(ctx):
+    """receipt.opened uses receipts_settle, a batch of one: the receipt
+    (status opened, attempt 0, empty provider fields) and the status field
+    are written, and the entry is acknowledged."""
+    rs, sb, d, r = ctx.stack()
+    users = ["o1"]
+    register(r, users)
+    ev = h.message_new(users, thread="t-open", sender_name="A", school_name="S")
+    h.publish(r, ev)
+    wait_for(lambda: h.status_of(r, h.TENANT, ev["id"]).get("o1:o1-phone") == "sent", 20,
+             what="the delivery settled")
+    opened = h.event("receipt.opened", event=ev["id"], user="o1", device="o1-phone")
+    h.publish(r, opened)
+    wait_for(lambda: h.status_of(r, h.TENANT, ev["id"]).get("o1:o1-phone") == "opened", 20,
+             what="the status set to opened")
+    wait_for(lambda: r.xpending()["count"] == 0, 20, what="both entries acknowledged")
+    rec = [x for x in h.receipts(r) if x.get("status") == "opened"]
+    check_eq(1, len(rec), "opened receipts")
+    x = rec[0]
+    for f, want in (("event", ev["id"]), ("tenant", h.TENANT), ("user", "o1"),
+                    ("device", "o1-phone"), ("platform", ""), ("app", ""), ("attempt", "0"),
+                    ("provider_id", ""), ("http_status", "0"), ("reason", "")):
+        check_eq(want, x.get(f), f"opened receipt {f}")
+    check(int(x.get("latency_ms", "-1")) >= 0 and int(x.get("at", "0")) > 0,
+          f"latency_ms and at in {x}")
+    ttl = r.call("TTL", h.status_key(h.TENANT, ev["id"]))
+    check(ttl > 0, f"status hash has a TTL ({ttl})")
