@@ -272,8 +272,8 @@ static void write_body(struct apns_payload_writer *w, const struct apns_notifica
     apns_payload_put_lit(w, "}}");
 }
 
-int apns_payload_build(const struct apns_notification *n, size_t max_bytes,
-                       char *out, size_t outcap, size_t *outlen)
+static int build(const struct apns_notification *n, size_t max_bytes, char *out,
+                 size_t outcap, size_t *outlen)
 {
     struct apns_payload_cut cut = {
         .title_len = n->title ? strlen(n->title) : 0,
@@ -299,6 +299,104 @@ fail:
         out[0] = '\0';
     *outlen = 0;
     return -1;
+}
+
+/*
+ * The last body built, and what it was built from. An event's devices in
+ * one locale (and with one badge) get the same body: the pipeline asks for
+ * it once per device, and building it (escaping every byte) was the
+ * largest part of preparing a request. The inputs are compared in full, so
+ * a hit is exactly what building would give.
+ */
+struct memo {
+    char *key;                   /* serialized inputs */
+    size_t key_len, key_cap;
+    char *out;                   /* result (with its NUL), when rc == 0 */
+    size_t out_len, out_cap;
+    int rc;
+    bool valid;
+};
+
+static struct memo memo; /* the daemon builds on one thread */
+
+static void key_grow(struct memo *m, size_t need)
+{
+    if (need > m->key_cap) {
+        size_t cap = m->key_cap ? m->key_cap : 512;
+        while (cap < need)
+            cap *= 2;
+        m->key = xrealloc(m->key, cap);
+        m->key_cap = cap;
+    }
+}
+
+/* |scratch| <- every input of a build, unambiguously (NULL and "" differ). */
+static size_t memo_key(char **scratch, size_t *cap, const struct apns_notification *n,
+                       size_t max_bytes, size_t outcap)
+{
+    const char *str[8] = { n->title, n->body, n->thread_id, n->interruption_level,
+                           n->sound, n->event_id, n->event_type, n->tenant };
+    size_t len[8], need = 3 * sizeof(size_t) + sizeof(int);
+    for (int i = 0; i < 8; i++) {
+        len[i] = str[i] ? strlen(str[i]) : 0;
+        need += 1 + len[i] + 1;
+    }
+    if (need > *cap) {
+        size_t c = *cap ? *cap : 512;
+        while (c < need)
+            c *= 2;
+        *scratch = xrealloc(*scratch, c);
+        *cap = c;
+    }
+    char *o = *scratch;
+    memcpy(o, &max_bytes, sizeof max_bytes);
+    o += sizeof max_bytes;
+    memcpy(o, &outcap, sizeof outcap);
+    o += sizeof outcap;
+    memcpy(o, &n->badge, sizeof n->badge);
+    o += sizeof n->badge;
+    for (int i = 0; i < 8; i++) {
+        *o++ = str[i] ? 1 : 0;
+        memcpy(o, str[i] ? str[i] : "", len[i]);
+        o += len[i];
+        *o++ = '\0';
+    }
+    return (size_t)(o - *scratch);
+}
+
+int apns_payload_build(const struct apns_notification *n, size_t max_bytes,
+                       char *out, size_t outcap, size_t *outlen)
+{
+    static char *scratch;
+    static size_t scratch_cap;
+    struct memo *m = &memo;
+    size_t kl = memo_key(&scratch, &scratch_cap, n, max_bytes, outcap);
+    if (m->valid && kl == m->key_len && memcmp(scratch, m->key, kl) == 0) {
+        if (m->rc != 0) {
+            if (outcap)
+                out[0] = '\0';
+            *outlen = 0;
+            return m->rc;
+        }
+        memcpy(out, m->out, m->out_len + 1);
+        *outlen = m->out_len;
+        return 0;
+    }
+    int rc = build(n, max_bytes, out, outcap, outlen);
+    key_grow(m, kl);
+    memcpy(m->key, scratch, kl);
+    m->key_len = kl;
+    m->rc = rc;
+    if (rc == 0) {
+        if (*outlen + 1 > m->out_cap) {
+            m->out_cap = *outlen + 1 > 1024 ? *outlen + 1 : 1024;
+            m->out = xrealloc(m->out, m->out_cap);
+        }
+        memcpy(m->out, out, *outlen + 1);
+        m->out_len = *outlen;
+    }
+    m->valid = true;
+    return rc;
 }
 
 /* ------------------------------------------------------------------------ */

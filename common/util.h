@@ -36,8 +36,23 @@ void uuid_v4(char out[37]);
  */
 void uuid_from_name(const char *name, size_t len, char out[37]);
 
+/*
+ * uuid_from_name of |parts| (at most 16) joined with |sep|, without a
+ * format pass: the apns-id of every delivery.
+ */
+void uuid_from_parts(const char *const *parts, size_t n, char sep, char out[37]);
+
+/* SHA-256 of |in| (for ids, not for secrets: not constant-time). */
+void sha256(const void *in, size_t n, unsigned char md[32]);
 /* Lowercase hex of SHA-256 of |in| into out[65]. */
 void sha256_hex(const void *in, size_t n, char out[65]);
+
+/*
+ * Decimal text of |v| into |out| (at least 21 bytes), NUL-terminated;
+ * returns the length. For hot paths: snprintf's format machinery costs
+ * ten times as much for a number.
+ */
+size_t fmt_i64(char *out, int64_t v);
 
 /* Wall clock in milliseconds / seconds since the epoch. */
 int64_t now_ms(void);

@@ -9,9 +9,11 @@
  *                     retry at T (transient, attempts and deadline left) /
  *                     give up (expired or failed, plus a dead letter).
  *   settle_write      one Lua script writes receipt, status and the retry
- *                     schedule together. When Redis is down the settlement
- *                     waits in ctx->redo and is written when it is back;
- *                     the job is not acknowledged before that.
+ *                     schedule together (queue/receipts.h batches the
+ *                     settlements of one loop turn into one call). When
+ *                     Redis is down the settlement waits in ctx->redo and
+ *                     is written when it is back; the job is not
+ *                     acknowledged before that.
  *   poller            every 200 ms claims due retries into a lease (Lua),
  *                     while the in-flight window has room, and renews the
  *                     leases of retries still in flight. A lease that runs
@@ -251,10 +253,8 @@ struct delivery *delivery_new(struct delivery_ctx *ctx, void *owner, const struc
     d->muted = o->muted;
     d->priority = apns_priority(ev);
     collapse_id(ev->id, d->collapse_id);
-    char name[600];
-    int nl = snprintf(name, sizeof name, "%s|%s|%s|%s", ev->tenant, ev->id, user, dev->device);
-    uuid_from_name(name, (size_t)(nl < (int)sizeof name ? nl : (int)sizeof name - 1),
-                   d->retry_id);
+    const char *id_parts[4] = { ev->tenant, ev->id, user, dev->device };
+    uuid_from_parts(id_parts, 4, '|', d->retry_id);
     if (d->app == NULL) {
         d->build_error = "unknown app";
         return d;
@@ -265,17 +265,21 @@ struct delivery *delivery_new(struct delivery_ctx *ctx, void *owner, const struc
     }
     if (d->muted)
         return d; /* never sent: nothing to render */
-    char *title = NULL, *text = NULL;
+    const char *title = NULL, *text = NULL;
     const char *locale = templates_resolve_locale(dev->locale, o->default_locale);
-    if (templates_render_opts(ctx->templates, ev, locale,
-                              o->preview && ev->type == EVENT_MESSAGE_NEW, &title, &text) != 0) {
+    if (templates_render_cached(ctx->render_cache, ctx->templates, ev, locale,
+                                o->preview && ev->type == EVENT_MESSAGE_NEW, &title,
+                                &text) != 0) {
         d->build_error = "template rendering failed";
         return d;
     }
     build_body(d, ev, badge, title, text);
-    free(title);
-    free(text);
     return d;
+}
+
+void delivery_forget_event(struct delivery_ctx *ctx, const struct event *ev)
+{
+    templates_cache_forget(ctx->render_cache, ev);
 }
 
 void *delivery_owner(const struct delivery *d) { return d->owner; }
@@ -637,7 +641,7 @@ static void settle_write(struct delivery *d)
         .retry_data = data,
         .dead_reason = d->dead_reason,
     };
-    int rc2 = receipts_settle(ctx->cmd, &ctx->keys, &rc, &opts, on_settled, d);
+    int rc2 = receipts_batch_add(ctx->settle_batch, &rc, &opts, on_settled, d);
     if (data)
         cJSON_free(data);
     if (rc2 != 0) {
@@ -668,6 +672,7 @@ void delivery_ctx_flush(struct delivery_ctx *ctx)
 void delivery_ctx_abandon(struct delivery_ctx *ctx)
 {
     ctx->closed = true;
+    receipts_batch_flush(ctx->settle_batch);
     struct delivery *d = ctx->redo;
     ctx->redo = NULL;
     while (d) {
@@ -857,6 +862,8 @@ void delivery_ctx_init(struct delivery_ctx *ctx, uv_loop_t *loop)
     ctx->last_renew_ms = mono_ms();
     ctx->fcm_limit = devlimit_new(&devlimit_fcm);
     uv_timer_start(&ctx->timer, on_poll, POLL_MS, POLL_MS);
+    ctx->settle_batch = receipts_batch_new(loop, ctx->cmd, &ctx->keys);
+    ctx->render_cache = templates_cache_new();
 }
 
 struct close_req {
@@ -879,6 +886,10 @@ void delivery_ctx_close(struct delivery_ctx *ctx, void (*done)(void *arg), void 
     struct close_req *c = xmalloc(sizeof *c);
     c->done = done;
     c->arg = arg;
+    receipts_batch_close(ctx->settle_batch);
+    ctx->settle_batch = NULL;
+    templates_cache_free(ctx->render_cache);
+    ctx->render_cache = NULL;
     uv_timer_stop(&ctx->timer);
     devlimit_free(ctx->fcm_limit);
     ctx->fcm_limit = NULL;

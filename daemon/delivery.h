@@ -53,6 +53,8 @@ struct delivery_ctx {
     struct delivery *retries;        /* claimed retries in flight (list) */
     size_t n_retries;
     bool claiming;
+    struct receipts_batch *settle_batch; /* settlements of this loop turn */
+    struct templates_cache *render_cache; /* texts of the event being expanded */
     uv_timer_t timer;                /* retry poller and lease renewal */
     struct devlimit *fcm_limit;      /* per-device pacing of FCM sends (owned) */
     uint64_t last_renew_ms;
@@ -90,6 +92,9 @@ struct delivery *delivery_new(struct delivery_ctx *ctx, void *owner, const struc
                               int64_t publish_ms, const char *user, int badge,
                               const struct registry_device *dev,
                               const struct delivery_opts *o);
+
+/* |ev| is about to be freed: forget what was rendered for it. */
+void delivery_forget_event(struct delivery_ctx *ctx, const struct event *ev);
 
 /* Send it (or settle it at once when it cannot be sent). */
 void delivery_start(struct delivery *d);

@@ -146,6 +146,8 @@ struct pipeline {
     struct job *jobs;            /* list of active jobs */
     struct job *wait_head, *wait_tail; /* jobs waiting for room in the window */
     size_t n_jobs;
+    size_t expanding;            /* recipients whose device lookups are out:
+                                    counted in the window with dctx.active */
     struct delivery_ctx dctx;    /* deliveries, settlement, retries */
     uv_timer_t claim_timer, stop_timer, house_timer;
     bool escalating;             /* a due-escalation run is outstanding */
@@ -242,6 +244,7 @@ static void job_free(struct job *j)
     free(j->n_devs);
     free(j->prefs);
     free(j->users);
+    delivery_forget_event(&pl->dctx, j->ev);
     event_free(j->ev);
     stream_entry_free(&j->entry);
     free(j);
@@ -500,6 +503,7 @@ static void on_devices(redisAsyncContext *ac, void *r, void *priv)
     if (j->slice_replies < j->slice_len)
         return;
     j->slice_busy = false;
+    j->pl->expanding -= j->slice_len;
     if (j->redis_failed || j->pl->closed || j->pl->stopping) {
         j->unsettled_lost = true; /* this slice is not delivered: no ack */
         job_check_done(j);
@@ -524,7 +528,10 @@ static void job_next_slice(struct job *j)
     }
     if (j->in_send)
         return; /* job_send_slice calls again when its loop is done */
-    size_t window = window_of(pl, j->urgent), active = pl->dctx.active;
+    /* Recipients being looked up count too: otherwise every waiting job
+     * takes the same room while the lookups are out, and a burst of
+     * settlements let the window overshoot many times over. */
+    size_t window = window_of(pl, j->urgent), active = pl->dctx.active + pl->expanding;
     if (active >= window) {
         /* Wait for room: resumed by pipeline_resume when deliveries end.
          * Urgent jobs queue ahead of every bulk job. */
@@ -562,18 +569,18 @@ static void job_next_slice(struct job *j)
     for (size_t i = 0; i < SLICE_USERS; i++)
         j->prefs[i] = (struct guardian_prefs){ 0, -1, -1 };
     j->slice_busy = true;
-    for (size_t i = 0; i < n; i++) {
-        if (registry_lookup(pl->cmd, pl->cfg.prefix, j->ev->tenant,
-                            j->users[j->slice_base + i].user, on_devices, j) != 0) {
-            /* Connection gone: replies already asked for come back NULL. */
-            j->redis_failed = true;
-            j->slice_len = i;
-            break;
-        }
-        j->refs++;
+    size_t sent = registry_lookup_many(pl->cmd, pl->cfg.prefix, j->ev->tenant,
+                                       &j->users[j->slice_base], n, on_devices, j);
+    j->refs += (int)sent;
+    if (sent < n) {
+        /* Connection gone: replies already asked for come back NULL. */
+        j->redis_failed = true;
+        j->slice_len = sent;
     }
+    pl->expanding += j->slice_len;
     if (j->slice_len == 0 || j->slice_replies == j->slice_len) {
         j->slice_busy = false;
+        pl->expanding -= j->slice_len;
         job_check_done(j);
     }
 }
@@ -786,7 +793,7 @@ static void on_delivery_done(struct delivery *d, void *arg)
 static void pipeline_resume(struct pipeline *pl)
 {
     while (!pl->closed && pl->wait_head &&
-           pl->dctx.active < window_of(pl, pl->wait_head->urgent)) {
+           pl->dctx.active + pl->expanding < window_of(pl, pl->wait_head->urgent)) {
         struct job *j = pl->wait_head;
         wait_remove(pl, j);
         job_next_slice(j);
@@ -1016,7 +1023,8 @@ static size_t window_of(const struct pipeline *pl, bool urgent)
 
 static bool has_room(const struct pipeline *pl)
 {
-    return pl->dctx.active < pl->cfg.inflight_window && pl->wait_head == NULL &&
+    return pl->dctx.active + pl->expanding < pl->cfg.inflight_window &&
+           pl->wait_head == NULL &&
            pl->n_jobs - pl->n_urgent_jobs < (size_t)pl->cfg.batch_size * 4;
 }
 
@@ -1592,7 +1600,7 @@ struct pipeline *pipeline_new(uv_loop_t *loop, const struct pipeline_config *cfg
     struct delivery_ctx *dc = &pl->dctx;
     dc->cmd = pl->cmd;
     dc->keys = (struct settle_keys){ cfg->prefix, cfg->receipts_maxlen, cfg->dead_maxlen,
-                                     cfg->status_ttl_s };
+                                     cfg->status_ttl_s, cfg->dead_payload_ttl_s };
     dc->apps = cfg->apps;
     dc->n_apps = cfg->n_apps;
     dc->templates = cfg->templates;

@@ -32,6 +32,7 @@
 #include <errno.h>
 #include <ini.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -109,6 +110,7 @@ struct locale_set {
 
 struct templates {
     struct locale_set loc[LOC_COUNT];
+    uint64_t serial;                 /* unique per load: see templates_cache */
 };
 
 /* ------------------------------------------------------------------------ */
@@ -122,7 +124,8 @@ struct buf {
 static void buf_add(struct buf *b, const char *s, size_t n)
 {
     if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 64;
+        /* 256 fits most titles and bodies: one allocation per text. */
+        size_t cap = b->cap ? b->cap : 256;
         while (cap < b->len + n + 1)
             cap *= 2;
         b->p = xrealloc(b->p, cap);
@@ -161,25 +164,33 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...)
 
 /*
  * Append field text to |b| made safe for a one-line notification: control
- * characters become spaces and invalid UTF-8 bytes become U+FFFD.
+ * characters become spaces and invalid UTF-8 bytes become U+FFFD. Runs of
+ * text that need no change are appended in one piece (a 3 KB subject used
+ * to cost a capacity check and a memcpy per character).
  */
 static void buf_add_clean(struct buf *b, const char *s, size_t n)
 {
     const unsigned char *u = (const unsigned char *)s;
-    size_t i = 0;
+    size_t i = 0, run = 0;
     while (i < n) {
-        size_t l = utf8_seq_len(u + i, n - i);
-        if (l == 0) {
-            buf_add(b, "\xEF\xBF\xBD", 3);
+        unsigned char c = u[i];
+        if (c >= 0x20 && c < 0x7F) {
             i++;
-        } else if (l == 1 && (u[i] < 0x20 || u[i] == 0x7F)) {
-            buf_addc(b, ' ');
-            i++;
-        } else {
-            buf_add(b, s + i, l);
-            i += l;
+            continue;
         }
+        size_t l = c < 0x80 ? 1 : utf8_seq_len(u + i, n - i);
+        if (l > 1) {
+            i += l;
+            continue;
+        }
+        buf_add(b, s + run, i - run);
+        if (l == 0)
+            buf_add(b, "\xEF\xBF\xBD", 3);
+        else
+            buf_addc(b, ' ');
+        run = ++i;
     }
+    buf_add(b, s + run, i - run);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -607,7 +618,9 @@ out:
 int templates_load(const char *dir, struct templates **out, char *err,
                    size_t errlen)
 {
+    static uint64_t serial;
     struct templates *t = xcalloc(1, sizeof *t);
+    t->serial = ++serial;
     *out = NULL;
     for (int loc = 0; loc < LOC_COUNT; loc++) {
         if (load_locale(dir, loc, &t->loc[loc], err, errlen) != 0) {
@@ -708,6 +721,78 @@ int templates_render(const struct templates *t, const struct event *ev,
                      const char *locale, char **title, char **body)
 {
     return templates_render_opts(t, ev, locale, false, title, body);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Rendering once per event and locale                                      */
+
+struct templates_cache {
+    const struct templates *t;
+    uint64_t serial;             /* t->serial: a set loaded later at the same
+                                    address is another set */
+    const struct event *ev;      /* whose texts these are; NULL = empty */
+    bool preview;                /* rendered with body_preview (the tenant's choice) */
+    struct {
+        bool done;
+        int rc;
+        char *title, *body;
+    } loc[LOC_COUNT];
+};
+
+struct templates_cache *templates_cache_new(void)
+{
+    return xcalloc(1, sizeof(struct templates_cache));
+}
+
+static void cache_clear(struct templates_cache *c)
+{
+    for (int i = 0; i < LOC_COUNT; i++) {
+        free(c->loc[i].title);
+        free(c->loc[i].body);
+    }
+    memset(c, 0, sizeof *c);
+}
+
+void templates_cache_free(struct templates_cache *c)
+{
+    if (c) {
+        cache_clear(c);
+        free(c);
+    }
+}
+
+void templates_cache_forget(struct templates_cache *c, const struct event *ev)
+{
+    if (c && c->ev == ev)
+        cache_clear(c);
+}
+
+int templates_render_cached(struct templates_cache *c, const struct templates *t,
+                            const struct event *ev, const char *locale, bool preview,
+                            const char **title, const char **body)
+{
+    *title = NULL;
+    *body = NULL;
+    if (!t || !ev)
+        return -1;
+    if (c->ev != ev || c->t != t || c->serial != t->serial || c->preview != preview) {
+        cache_clear(c);
+        c->ev = ev;
+        c->t = t;
+        c->serial = t->serial;
+        c->preview = preview;
+    }
+    int loc = loc_index(locale);
+    if (!c->loc[loc].done) {
+        c->loc[loc].rc = templates_render_opts(t, ev, locale, preview, &c->loc[loc].title,
+                                               &c->loc[loc].body);
+        c->loc[loc].done = true;
+    }
+    if (c->loc[loc].rc != 0)
+        return -1;
+    *title = c->loc[loc].title;
+    *body = c->loc[loc].body;
+    return 0;
 }
 
 /* Map a locale tag to an index, or -1 when unsupported. */

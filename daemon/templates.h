@@ -53,6 +53,32 @@ int templates_render_opts(const struct templates *t, const struct event *ev,
                           char **body);
 
 /*
+ * Rendered texts of one event, per locale: every device of an event in the
+ * same locale shows the same title and body, so a large event renders each
+ * locale once instead of once per device. The cache holds one event (the
+ * last one asked for); asking for another replaces it.
+ */
+struct templates_cache;
+struct templates_cache *templates_cache_new(void);
+void templates_cache_free(struct templates_cache *c);
+
+/*
+ * templates_render_opts for |ev| in |locale| (with |preview|), from |c|
+ * when this event and locale were rendered already with the same set |t|. |*title| and
+ * |*body| are borrowed from the cache: valid until the next call or
+ * templates_cache_forget. Returns 0 or -1 as templates_render.
+ */
+int templates_render_cached(struct templates_cache *c, const struct templates *t,
+                            const struct event *ev, const char *locale, bool preview,
+                            const char **title, const char **body);
+
+/*
+ * |ev| is about to be freed: drop its texts, so that another event
+ * allocated at the same address is never taken for it.
+ */
+void templates_cache_forget(struct templates_cache *c, const struct event *ev);
+
+/*
  * The locale to render for: |device_locale| when supported, else
  * |tenant_default| when supported, else "nb". Accepts "nb", "nn", "en" and
  * tags like "nb-NO", "nn_NO" or "en-GB" (case-insensitive); "no" means nb.

@@ -199,6 +199,49 @@ enum fcm_outcome fcm_error_classify(int http_status, const struct fcm_error *err
     return classify_status(http_status, err ? err->status : "");
 }
 
+static const char *skip_ws(const char *p, const char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+        p++;
+    return p;
+}
+
+/*
+ * The usual success body, {"name": "projects/.../messages/..."}, read
+ * without a cJSON tree (one per Android delivery). Returns 0 with the name
+ * copied, or 1 when the body is anything else (escapes, more keys): then
+ * cJSON decides, so both give the same answer.
+ */
+static int parse_name_plain(const char *p, size_t len, char *name, size_t namelen)
+{
+    const char *end = p + len;
+    p = skip_ws(p, end);
+    if (p >= end || *p++ != '{')
+        return 1;
+    p = skip_ws(p, end);
+    if ((size_t)(end - p) < 6 || memcmp(p, "\"name\"", 6) != 0)
+        return 1;
+    p = skip_ws(p + 6, end);
+    if (p >= end || *p++ != ':')
+        return 1;
+    p = skip_ws(p, end);
+    if (p >= end || *p++ != '"')
+        return 1;
+    const char *q = memchr(p, '"', (size_t)(end - p));
+    if (q == NULL || memchr(p, '\\', (size_t)(q - p)) != NULL ||
+        memchr(p, '\0', (size_t)(q - p)) != NULL)
+        return 1;
+    const char *r = skip_ws(q + 1, end);
+    if (r >= end || *r != '}')
+        return 1;
+    if (name && namelen) {
+        size_t n = utf8_cut_len(p, (size_t)(q - p), namelen - 1);
+        memcpy(name, p, n);
+        name[n] = '\0';
+    }
+    return 0;
+}
+
 int fcm_response_parse_name(const uint8_t *body, size_t len, char *name,
                             size_t namelen)
 {
@@ -207,6 +250,8 @@ int fcm_response_parse_name(const uint8_t *body, size_t len, char *name,
         name[0] = '\0';
     if (!body || len == 0)
         return -1;
+    if (parse_name_plain((const char *)body, len, name, namelen) == 0)
+        return 0;
     cJSON *root = cJSON_ParseWithLength((const char *)body, len);
     const char *n = cJSON_IsObject(root) ? get_str(root, "name") : NULL;
     if (n) {

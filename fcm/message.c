@@ -5,14 +5,18 @@
  * message; when it is over the limit, measure it with empty texts, let
  * apns_payload_fit decide how much body and title to keep, and write it
  * again. All `data` values are JSON strings (FCM rejects numbers there),
- * and `ttl` is a protobuf Duration in whole seconds ("3600s").
+ * and `ttl` is a protobuf Duration in whole seconds ("3600s"). The token
+ * comes first, so the rest of the last message is reused for the next
+ * device of the same event (fcm_message_build, below).
  */
 #include "fcm/message.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "apns/payload.h"
+#include "common/util.h"
 
 static void put_kv(struct apns_payload_writer *w, const char **sep, const char *key,
                    const char *val)
@@ -76,8 +80,8 @@ static void write_message(struct apns_payload_writer *w, const struct fcm_notifi
     apns_payload_put_lit(w, "}}}");
 }
 
-int fcm_message_build(const struct fcm_notification *n, size_t max_bytes,
-                      char *out, size_t outcap, size_t *outlen)
+static int build(const struct fcm_notification *n, size_t max_bytes, char *out,
+                 size_t outcap, size_t *outlen)
 {
     struct apns_payload_cut cut = {
         .title_len = n->title ? strlen(n->title) : 0,
@@ -105,6 +109,108 @@ fail:
         out[0] = '\0';
     *outlen = 0;
     return -1;
+}
+
+/*
+ * The devices of an event in one locale get the same message but for the
+ * token, which comes first: the last message's tail (everything after the
+ * token) is kept with every other input, and a build whose inputs match
+ * (and whose token escapes to the same length, so any cut falls in the
+ * same place) writes the token and copies the tail instead of escaping
+ * the texts again. Inputs are compared in full.
+ */
+#define HEAD "{\"message\":{\"token\":"
+
+struct memo {
+    char *key;
+    size_t key_len, key_cap;
+    char *tail;
+    size_t tail_len, tail_cap;
+    bool valid;
+};
+
+static struct memo memo; /* the daemon builds on one thread */
+
+static size_t memo_key(char **buf, size_t *cap, const struct fcm_notification *n,
+                       size_t max_bytes, size_t outcap, size_t token_esc)
+{
+    const char *str[8] = { n->title, n->body, n->event_id, n->event_type,
+                           n->tenant, n->thread, n->collapse_key, n->channel_id };
+    size_t len[8], need = 4 * sizeof(size_t) + sizeof(int64_t) + sizeof(int) + 1;
+    for (int i = 0; i < 8; i++) {
+        len[i] = str[i] ? strlen(str[i]) : 0;
+        need += len[i] + 2;
+    }
+    if (need > *cap) {
+        size_t c = *cap ? *cap : 512;
+        while (c < need)
+            c *= 2;
+        *buf = xrealloc(*buf, c);
+        *cap = c;
+    }
+    char *o = *buf;
+    memcpy(o, &max_bytes, sizeof max_bytes);
+    o += sizeof max_bytes;
+    memcpy(o, &outcap, sizeof outcap);
+    o += sizeof outcap;
+    memcpy(o, &token_esc, sizeof token_esc);
+    o += sizeof token_esc;
+    memcpy(o, &n->ttl_s, sizeof n->ttl_s);
+    o += sizeof n->ttl_s;
+    memcpy(o, &n->badge, sizeof n->badge); /* per recipient: part of the tail */
+    o += sizeof n->badge;
+    *o++ = n->high_priority ? 1 : 0;
+    for (int i = 0; i < 8; i++) {
+        *o++ = str[i] ? 1 : 0;
+        memcpy(o, str[i] ? str[i] : "", len[i]);
+        o += len[i];
+        *o++ = '\0';
+    }
+    return (size_t)(o - *buf);
+}
+
+int fcm_message_build(const struct fcm_notification *n, size_t max_bytes,
+                      char *out, size_t outcap, size_t *outlen)
+{
+    static char *scratch;
+    static size_t scratch_cap;
+    if (!n->token || !n->token[0])
+        return build(n, max_bytes, out, outcap, outlen);
+    size_t tl = strlen(n->token);
+    size_t te = apns_payload_escaped_len(n->token, tl);
+    size_t kl = memo_key(&scratch, &scratch_cap, n, max_bytes, outcap, te);
+    size_t head = sizeof HEAD - 1 + te + 2;
+    struct memo *m = &memo;
+    if (m->valid && kl == m->key_len && memcmp(scratch, m->key, kl) == 0 &&
+        head + m->tail_len < outcap) {
+        struct apns_payload_writer w = { .out = out, .cap = outcap };
+        apns_payload_put_lit(&w, HEAD);
+        apns_payload_put_str(&w, n->token);
+        apns_payload_put_raw(&w, m->tail, m->tail_len);
+        if (apns_payload_finish(&w) && w.len <= max_bytes) {
+            *outlen = w.len;
+            return 0;
+        }
+    }
+    int rc = build(n, max_bytes, out, outcap, outlen);
+    m->valid = false;
+    if (rc != 0 || *outlen < head)
+        return rc;
+    if (kl > m->key_cap) {
+        m->key = xrealloc(m->key, kl);
+        m->key_cap = kl;
+    }
+    memcpy(m->key, scratch, kl);
+    m->key_len = kl;
+    size_t tail = *outlen - head;
+    if (tail > m->tail_cap) {
+        m->tail = xrealloc(m->tail, tail);
+        m->tail_cap = tail;
+    }
+    memcpy(m->tail, out + head, tail);
+    m->tail_len = tail;
+    m->valid = true;
+    return rc;
 }
 
 const char *fcm_message_channel(const char *event_type)

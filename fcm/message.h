@@ -1,8 +1,10 @@
 /*
  * The FCM HTTP v1 send body (PROTOCOLS.md §2) for one device token:
  * notification title/body, string-only data, and the android block
- * (priority, ttl, collapse_key, notification tag and channel). Pure, no
- * allocation; same size rule as the APNs payload (apns/payload.h).
+ * (priority, ttl, collapse_key, notification tag and channel). Same size
+ * rule as the APNs payload (apns/payload.h). The last message's tail is
+ * remembered (one thread only), so devices of one event that differ only
+ * by token are built with one copy instead of escaping the texts again.
  */
 #ifndef VARSEL_FCM_MESSAGE_H
 #define VARSEL_FCM_MESSAGE_H

@@ -107,6 +107,16 @@ static const char erase_retries_lua[] =
     "return {r[1], n}\n";
 
 /*
+ * Erase step 4, one batch of kept requests of given-up deliveries
+ * (<prefix>dead:payload:TENANT:USER:...). ARGV: cursor, match pattern,
+ * count. Reply: [cursor, n].
+ */
+static const char erase_dead_lua[] =
+    "local r = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', ARGV[3])\n"
+    "for _, k in ipairs(r[2]) do redis.call('DEL', k) end\n"
+    "return {r[1], #r[2]}\n";
+
+/*
  * Device age sweep, one batch. ARGV: cursor, match pattern, cutoff_ms,
  * count, prefix. Reply: [cursor, removed].
  */
@@ -147,7 +157,7 @@ static const char prune_lua[] =
     "return {r[1], n}\n";
 
 static struct redis_script prefs_script, erase_devices_script, erase_status_script,
-    erase_retries_script, prune_script;
+    erase_retries_script, erase_dead_script, prune_script;
 static int scripts_ready;
 
 void guardian_init(struct redis_conn *c)
@@ -157,6 +167,7 @@ void guardian_init(struct redis_conn *c)
         redis_script_init(&erase_devices_script, erase_devices_lua);
         redis_script_init(&erase_status_script, erase_status_lua);
         redis_script_init(&erase_retries_script, erase_retries_lua);
+        redis_script_init(&erase_dead_script, erase_dead_lua);
         redis_script_init(&prune_script, prune_lua);
         scripts_ready = 1;
     }
@@ -164,6 +175,7 @@ void guardian_init(struct redis_conn *c)
     redis_conn_add_script(c, &erase_devices_script);
     redis_conn_add_script(c, &erase_status_script);
     redis_conn_add_script(c, &erase_retries_script);
+    redis_conn_add_script(c, &erase_dead_script);
     redis_conn_add_script(c, &prune_script);
 }
 
@@ -259,7 +271,7 @@ bool guardian_in_quiet_hours(const struct guardian_prefs *p, int now_min)
 
 /* ---- erasure ---------------------------------------------------------------- */
 
-enum erase_step { ERASE_DEVICES, ERASE_STATUS, ERASE_RETRIES };
+enum erase_step { ERASE_DEVICES, ERASE_STATUS, ERASE_RETRIES, ERASE_DEAD };
 
 struct guardian_erase {
     struct redis_conn *c;
@@ -310,11 +322,11 @@ static void on_erase_step(redisAsyncContext *ac, void *r, void *priv)
         g->removed += (size_t)reply->element[1]->integer;
     snprintf(g->cursor, sizeof g->cursor, "%s", reply->element[0]->str);
     if (strcmp(g->cursor, "0") == 0) {
-        if (g->step == ERASE_RETRIES) {
+        if (g->step == ERASE_DEAD) {
             erase_finish(g, 0);
             return;
         }
-        g->step = ERASE_RETRIES;
+        g->step = g->step == ERASE_STATUS ? ERASE_RETRIES : ERASE_DEAD;
     }
     erase_next(g);
 }
@@ -338,6 +350,14 @@ static void erase_next(struct guardian_erase *g)
         snprintf(pat, sizeof pat, "%s{%s}:status:*", ep, et);
         const char *argv[] = { g->cursor, pat, g->user, ERASE_BATCH };
         rc = redis_conn_eval(g->c, &erase_status_script, on_erase_step, g, 0, 4, argv, NULL);
+    } else if (g->step == ERASE_DEAD) {
+        char ep[600], et[200], eu[300], pat[1200];
+        glob_escape(g->prefix, ep, sizeof ep);
+        glob_escape(g->tenant, et, sizeof et);
+        glob_escape(g->user, eu, sizeof eu);
+        snprintf(pat, sizeof pat, "%sdead:payload:%s:%s:*", ep, et, eu);
+        const char *argv[] = { g->cursor, pat, ERASE_BATCH };
+        rc = redis_conn_eval(g->c, &erase_dead_script, on_erase_step, g, 0, 3, argv, NULL);
     } else {
         size_t n = strlen(g->prefix) + 16;
         char kz[n], kl[n], kd[n];

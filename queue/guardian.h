@@ -52,7 +52,9 @@ bool guardian_in_quiet_hours(const struct guardian_prefs *p, int now_min);
 /*
  * Erase everything stored about one guardian: devices and their token
  * index entries, preferences, the per-event statuses of the guardian's
- * deliveries, and held or scheduled retries. Runs as a series of bounded
+ * deliveries, held or scheduled retries, and the requests kept for replay of
+ * the guardian's given-up deliveries (<prefix>dead:payload:TENANT:USER:...).
+ * Runs as a series of bounded
  * steps (SCAN / HSCAN in batches), so Redis is never blocked for long.
  * |done| gets 0 when all is erased, -1 when a step failed (the caller keeps
  * the event pending; erasing again is harmless). The object frees itself.

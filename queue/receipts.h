@@ -13,12 +13,19 @@
  *
  * Because receipt, status and schedule change together, a crash can never
  * leave a delivery both "retrying" and unscheduled, or scheduled twice.
+ *
+ * Settlements are batched (struct receipts_batch): those queued during one
+ * turn of the event loop go to Redis in one EVALSHA whose script settles
+ * each on its own (atomically, in a pcall) and answers one reply element
+ * per settlement, so every caller still gets its own reply.
  */
 #ifndef VARSEL_RECEIPTS_H
 #define VARSEL_RECEIPTS_H
 
 #include <stdbool.h>
 #include <stdint.h>
+
+#include <uv.h>
 
 #include "queue/redis.h"
 
@@ -53,6 +60,9 @@ struct settle_keys {
     const char *prefix;
     long receipts_maxlen, dead_maxlen;
     int status_ttl_s;
+    int64_t dead_payload_ttl_s;  /* a given-up delivery's request, kept for replay
+                                    under <prefix>dead:payload:TENANT:USER:DEVICE:EVENT
+                                    (named by the dead letter's original_key); 0 = not */
 };
 
 /* Register the scripts with |c| (once per connection object). */
@@ -66,6 +76,33 @@ void receipts_init(struct redis_conn *c);
 int receipts_settle(struct redis_conn *c, const struct settle_keys *k,
                     const struct receipt *r, const struct settle_opts *opts,
                     redisCallbackFn *fn, void *priv);
+
+/*
+ * A settlement batcher on |c| for the keys |k| (copied). Settlements added
+ * during a loop iteration are sent together just before the loop next
+ * waits for I/O (a uv_prepare handle), or at once when the batch is full.
+ */
+struct receipts_batch;
+struct receipts_batch *receipts_batch_new(uv_loop_t *loop, struct redis_conn *c,
+                                          const struct settle_keys *k);
+
+/*
+ * Queue the settlement of |r| with |opts| (NULL = final, not a retry); the
+ * strings are copied now. |fn| later gets this settlement's own reply:
+ * integer 1, an error, or NULL when the connection dropped first (also
+ * when it dropped before the batch was sent). Returns 0, or -1 when the
+ * connection is not ready or the batcher is closing (|fn| is then never
+ * called). Never calls |fn| from inside this function.
+ */
+int receipts_batch_add(struct receipts_batch *b, const struct receipt *r,
+                       const struct settle_opts *opts, redisCallbackFn *fn, void *priv);
+
+/* Send what is queued now (callbacks get NULL at once if not connected). */
+void receipts_batch_flush(struct receipts_batch *b);
+
+/* Flush, then free the batcher once libuv has closed its handle. NULL is
+ * allowed. */
+void receipts_batch_close(struct receipts_batch *b);
 
 /*
  * Claim up to |count| due retries: leases that expired go back to the

@@ -518,6 +518,24 @@ int redis_conn_cmd_argv(struct redis_conn *c, redisCallbackFn *fn, void *priv,
     return 0;
 }
 
+int redis_conn_cmd_formatted(struct redis_conn *c, redisCallbackFn *fn, void *priv,
+                             const char *cmd, size_t len)
+{
+    if (c->state != R_READY || c->ac == NULL)
+        return -1;
+    struct cmd_wrap *w = xmalloc(sizeof *w);
+    w->c = c;
+    w->fn = fn;
+    w->priv = priv;
+    if (redisAsyncFormattedCommand(c->ac, on_reply, w, cmd, len) != REDIS_OK) {
+        free(w);
+        return -1;
+    }
+    if (c->pending++ == 0)
+        c->last_progress_ms = mono_ms();
+    return 0;
+}
+
 bool redis_conn_stalled(const struct redis_conn *c, uint64_t timeout_ms)
 {
     return c->state == R_READY && c->pending > 0 &&

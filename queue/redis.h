@@ -78,6 +78,14 @@ int redis_conn_cmd_argv(struct redis_conn *c, redisCallbackFn *fn, void *priv,
                         int argc, const char **argv, const size_t *argvlen);
 
 /*
+ * Send one command already in RESP form (|len| bytes, copied), for hot
+ * paths that build it faster than hiredis's printf-like formatter. Same
+ * contract as redis_conn_cmd_argv.
+ */
+int redis_conn_cmd_formatted(struct redis_conn *c, redisCallbackFn *fn, void *priv,
+                             const char *cmd, size_t len);
+
+/*
  * true when replies are outstanding and none has come for |timeout_ms|
  * (hiredis 0.14 has no command timeout: a Redis that hangs, or a network
  * that silently drops packets, would otherwise stall us forever).

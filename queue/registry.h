@@ -13,6 +13,7 @@
 #ifndef VARSEL_REGISTRY_H
 #define VARSEL_REGISTRY_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "queue/event.h"
@@ -48,7 +49,20 @@ int registry_get_device(struct redis_conn *c, const char *prefix, const char *te
 int registry_lookup(struct redis_conn *c, const char *prefix, const char *tenant,
                     const char *user, redisCallbackFn *fn, void *priv);
 
-/* One device as stored; strings are malloc'd and owned by the struct. */
+/*
+ * HGETALL of the devices hash of each of |n| recipients, pipelined, as
+ * registry_lookup for each but without hiredis's formatter. |fn| is called
+ * once per recipient, in order, with that recipient's reply (an array, an
+ * error, or NULL when the connection dropped). Returns how many lookups
+ * were sent: n, or fewer when the connection is not ready (|fn| is never
+ * called for the others).
+ */
+size_t registry_lookup_many(struct redis_conn *c, const char *prefix, const char *tenant,
+                            const struct event_recipient *users, size_t n,
+                            redisCallbackFn *fn, void *priv);
+
+/* One device as stored. The strings share one allocation owned by the
+ * struct (starting at |device|): free them with registry_device_clear. */
 struct registry_device {
     char *device, *platform, *token, *app, *locale, *environment;
     int64_t updated_at;

@@ -17,7 +17,8 @@
  *             fields (event tenant user device platform app status attempt
  *             ...). The original event is not stored with it, so re-sending
  *             needs the provider request varseld built; varseld puts it in
- *             the dead letter as `retry_data`, the same JSON it keeps in
+ *             beside the dead letter (key in `original_key`, for
+ *             [redis] dead_payload_ttl_s; older ones carry `retry_data`), the same JSON it keeps in
  *             <prefix>retry:data while a retry waits. Replay writes it back
  *             into the durable retry schedule (<prefix>retry due now,
  *             <prefix>retry:data), with the attempt count reset (a fresh
@@ -148,7 +149,8 @@ static cJSON *dead_json(const redisReply *e)
             continue; /* a duplicate name (an original field called "code"...) */
         cJSON_AddItemToObject(o, k->str, ctl_json_str(v->str, v->len));
     }
-    bool replayable = del ? ctl_entry_field(f, "retry_data") != NULL
+    bool replayable = del ? ctl_entry_field(f, "retry_data") != NULL ||
+                                ctl_entry_field(f, "original_key") != NULL
                           : ctl_entry_field(f, "event") != NULL;
     cJSON_AddBoolToObject(o, "replayable", replayable);
     return o;
@@ -211,7 +213,8 @@ static int dead_list(struct ctl *c, int argc, char **argv)
         bool del = is_delivery(f);
         char kind[40];
         snprintf(kind, sizeof kind, "%s%s", del ? "delivery" : "event",
-                 del && !ctl_entry_field(f, "retry_data") ? " (no retry_data)" : "");
+                 del && !ctl_entry_field(f, "retry_data") && !ctl_entry_field(f, "original_key")
+                     ? " (no request kept)" : "");
         ctl_table_add(t, (const char *const[]){ e->element[0]->str,
                                                 ctl_time(at > 0 ? at : ctl_id_ms(e->element[0]->str),
                                                          when, sizeof when),
@@ -381,12 +384,32 @@ static enum result replay_delivery(struct ctl *c, const char *dead_id, const red
                                    struct outcome *o)
 {
     const redisReply *rd = ctl_entry_field(f, "retry_data");
+    redisReply *kept = NULL;
+    const redisReply *pk = ctl_entry_field(f, "original_key");
+    if (pk && pk->type == REDIS_REPLY_STRING) {
+        /* The dead letter holds ids only; the request is kept beside it for
+         * [redis] dead_payload_ttl_s. */
+        const char *argv[] = { "GET", pk->str };
+        kept = ctl_cmd(c, true, 2, argv, NULL);
+        if (kept == NULL)
+            return say(o, R_ERROR, "reading the kept request %s failed", pk->str);
+        if (kept->type != REDIS_REPLY_STRING) {
+            freeReplyObject(kept);
+            return say(o, R_NOT_REPLAYABLE, "the request was kept for dead_payload_ttl_s "
+                       "and has expired: publish the event again instead; deliveries "
+                       "already sent are skipped");
+        }
+        rd = kept;
+    }
     if (rd == NULL || rd->type != REDIS_REPLY_STRING)
         return say(o, R_NOT_REPLAYABLE,
-                   "no retry_data in this dead letter (written by a varseld that did not "
-                   "store it): publish the event again instead; deliveries already sent "
-                   "are skipped");
+                   "no request kept for this dead letter ([redis] dead_payload_ttl_s = 0, "
+                   "or written by an older varseld): publish the event again instead; "
+                   "deliveries already sent are skipped");
     cJSON *data = cJSON_ParseWithLength(rd->str, rd->len);
+    if (kept)
+        freeReplyObject(kept); /* parsed: the JSON tree holds copies */
+    rd = NULL;
     const char *tenant = jstr(data, "tenant"), *event = jstr(data, "event");
     const char *user = jstr(data, "user"), *device = jstr(data, "device");
     const char *platform = jstr(data, "platform"), *app = jstr(data, "app");

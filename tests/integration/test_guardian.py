@@ -559,6 +559,12 @@ def test_user_erase_removes_everything_about_a_guardian(ctx):
     h.publish(r, msg)
     wait_status(r, msg, {"g-kari:iphone": "held", "g-ola:iphone": "sent"})
     check_eq(1, r.call("ZCARD", h.PREFIX + "retry"), "Kari's message is held")
+    # A request kept for the replay of a given-up delivery (as the settle
+    # script writes it), and one of another guardian.
+    kept = f"{h.PREFIX}dead:payload:{h.TENANT}:g-kari:iphone:old-ev"
+    other_kept = f"{h.PREFIX}dead:payload:{h.TENANT}:g-ola:iphone:old-ev"
+    r.call("SET", kept, '{"body":"x"}', "EX", "600")
+    r.call("SET", other_kept, '{"body":"y"}', "EX", "600")
     h.publish(r, h.event("user.erase", user="g-kari"))
     wait_for(lambda: r.call("ZCARD", h.PREFIX + "retry") == 0, 20,
              what="the held delivery erased")
@@ -567,6 +573,8 @@ def test_user_erase_removes_everything_about_a_guardian(ctx):
     check_eq(None, h.token_owner(r, h.APP, tok), "token index entry erased")
     check_eq({"g-ola:iphone": "sent"}, statuses(r, msg), "only Ola's status is left")
     check_eq(0, r.call("HLEN", h.PREFIX + "retry:data"), "no request data left")
+    wait_for(lambda: not r.exists(kept), 20, what="the kept request of a given-up delivery")
+    check(r.exists(other_kept), "another guardian's is kept")
     # An older registration arriving late cannot bring Kari back.
     late = h.device_register("g-kari", "iphone", tok, occurred_at=h.rfc3339(-60))
     h.publish(r, late)

@@ -279,7 +279,20 @@ TEST(success_name)
     char small[10];
     ASSERT_EQ_INT(0, fcm_response_parse_name((const uint8_t *)b, strlen(b), small, sizeof small));
     ASSERT_STR_EQ("projects/", small);
-    const char *bad[] = { "", "{}", "{\"name\":1}", "x", "[\"name\"]" };
+    /* FCM's pretty-printed form, escapes and extra keys (those go through
+     * cJSON) give the same names. */
+    const char *same[] = {
+        "{\n  \"name\": \"projects/p/messages/42\"\n}\n",
+        "{\"name\":\"projects\\/p\\/messages\\/42\"}",
+        "{\"other\":true,\"name\":\"projects/p/messages/42\"}",
+        "{\"name\":\"projects/p/messages/42\",\"x\":1}",
+    };
+    for (size_t i = 0; i < sizeof same / sizeof same[0]; i++) {
+        ASSERT_EQ_INT(0, fcm_response_parse_name((const uint8_t *)same[i], strlen(same[i]), name,
+                                                 sizeof name));
+        ASSERT_STR_EQ("projects/p/messages/42", name);
+    }
+    const char *bad[] = { "", "{}", "{\"name\":1}", "x", "[\"name\"]", "{\"name\":\"x" };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         strcpy(name, "junk");
         ASSERT_EQ_INT(-1, fcm_response_parse_name((const uint8_t *)bad[i], strlen(bad[i]),

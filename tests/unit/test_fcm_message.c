@@ -224,6 +224,66 @@ TEST(channels)
     ASSERT_NULL(fcm_message_channel(NULL));
 }
 
-TEST_MAIN(T(full_layout), T(data_values_are_strings_and_optional), T(ttl_is_a_duration),
+/* Consecutive messages that differ only by token reuse the last tail; each
+ * must equal the message built with nothing remembered, including when the
+ * texts are cut (the cut depends on the token's escaped length). */
+TEST(token_only_changes_match_fresh_builds)
+{
+    static char big[6000];
+    memset(big, 'a', sizeof big - 1);
+    const char *tokens[] = { "tok-1", "tok-2", "t\"3", "a-much-longer-token-value-4", "tok-5" };
+    for (int cut = 0; cut < 2; cut++) {
+        char *want[5];
+        size_t wl[5];
+        for (int i = 0; i < 5; i++) {
+            struct fcm_notification other = base();
+            other.title = "something else entirely";
+            free(build(&other, FCM_MESSAGE_MAX, NULL)); /* forget the last */
+            struct fcm_notification n = base();
+            n.token = tokens[i];
+            if (cut)
+                n.body = big;
+            want[i] = build(&n, FCM_MESSAGE_MAX, &wl[i]);
+        }
+        for (int round = 0; round < 2; round++) {
+            for (int i = 0; i < 5; i++) {
+                struct fcm_notification n = base();
+                n.token = tokens[i];
+                if (cut)
+                    n.body = big;
+                size_t l;
+                char *got = build(&n, FCM_MESSAGE_MAX, &l);
+                ASSERT_EQ_INT((long long)wl[i], (long long)l);
+                ASSERT_STR_EQ(want[i], got);
+                free(got);
+            }
+        }
+        for (int i = 0; i < 5; i++)
+            free(want[i]);
+    }
+}
+
+/* The recipient's unread count is notification_count; one recipient's is
+ * never reused for the next (the message tail is memoised per inputs). */
+TEST(badge_is_per_recipient)
+{
+    struct fcm_notification n = base();
+    size_t l;
+    n.badge = 3;
+    char *a = build(&n, 4096, &l);
+    ASSERT_STR_CONTAINS(a, "\"notification_count\":3");
+    n.token = "fcm-token-def:APA91b";
+    n.badge = 7;
+    char *b = build(&n, 4096, &l);
+    ASSERT_STR_CONTAINS(b, "\"notification_count\":7");
+    n.badge = 0;
+    char *c = build(&n, 4096, &l);
+    ASSERT(strstr(c, "notification_count") == NULL);
+    free(a);
+    free(b);
+    free(c);
+}
+
+TEST_MAIN(T(badge_is_per_recipient), T(token_only_changes_match_fresh_builds), T(full_layout), T(data_values_are_strings_and_optional), T(ttl_is_a_duration),
           T(escaping_round_trips), T(size_limit_cuts_body_then_title), T(failures),
           T(channels))

@@ -407,6 +407,51 @@ TEST(response_garbage)
     ASSERT_STR_EQ("BadTopic", r);
 }
 
+/* The last build is remembered: asking again gives the same bytes, and
+ * any change of input (badge, NULL against "", a longer limit, a smaller
+ * buffer) is built afresh, never served from memory. */
+TEST(repeated_builds_match_fresh_ones)
+{
+    struct apns_notification a = base(), b = base();
+    b.badge = 3;
+    size_t la, lb;
+    char *xa = build(&a, 4096, &la), *xb = build(&b, 4096, &lb);
+    ASSERT(strstr(xa, "\"badge\"") == NULL);
+    ASSERT_STR_CONTAINS(xb, "\"badge\":3");
+    for (int i = 0; i < 3; i++) {
+        size_t l;
+        char *x = build(&a, 4096, &l);
+        ASSERT_STR_EQ(xa, x);
+        free(x);
+        x = build(&a, 4096, &l);
+        ASSERT_STR_EQ(xa, x);
+        free(x);
+        x = build(&b, 4096, &l);
+        ASSERT_STR_EQ(xb, x);
+        free(x);
+    }
+    /* sound NULL ("default") and "" (no key) differ. */
+    a.sound = "";
+    size_t l;
+    char *x = build(&a, 4096, &l);
+    ASSERT(strstr(x, "sound") == NULL);
+    free(x);
+    a.sound = NULL;
+    x = build(&a, 4096, &l);
+    ASSERT_STR_CONTAINS(x, "\"sound\":\"default\"");
+    free(x);
+    /* Same inputs, another limit or buffer: built again. */
+    char small[16];
+    ASSERT_EQ_INT(-1, apns_payload_build(&a, 4096, small, sizeof small, &l));
+    ASSERT_EQ_INT(0, (int)l);
+    ASSERT_EQ_INT(-1, apns_payload_build(&a, 20, xa, 8192, &l));
+    x = build(&a, 4096, &l);
+    ASSERT_STR_CONTAINS(x, "\"sound\":\"default\"");
+    free(x);
+    free(xa);
+    free(xb);
+}
+
 TEST_MAIN(T(basic_layout), T(badge_sound_and_interruption_level), T(escaping),
           T(invalid_utf8_becomes_replacement), T(escaped_len_matches_output),
           T(exactly_max_fits_uncut), T(cut_never_splits_o_slash),
@@ -414,4 +459,4 @@ TEST_MAIN(T(basic_layout), T(badge_sound_and_interruption_level), T(escaping),
           T(title_cut_after_body), T(trailing_space_dropped_before_ellipsis),
           T(fails_when_even_empty_texts_do_not_fit), T(outcap_too_small), T(fit_unit),
           T(response_reason_and_timestamp), T(response_truncates_reason),
-          T(response_garbage))
+          T(response_garbage), T(repeated_builds_match_fresh_ones))

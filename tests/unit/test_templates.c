@@ -592,6 +592,68 @@ TEST(works_with_event_parse)
     templates_free(t);
 }
 
+/* The per-event cache renders what templates_render renders, per locale,
+ * and forgets an event (or a reloaded set) instead of serving stale text. */
+TEST(cached_rendering_per_event_and_locale)
+{
+    struct templates *t = load_shipped();
+    struct templates_cache *c = templates_cache_new();
+    struct event *ev = mk_event(EVENT_MESSAGE_NEW,
+                                "{\"sender_name\":\"Kari\",\"school_name\":\"Nordnes\","
+                                "\"subject\":\"Tur\\u0007 i morgon \\u00e6\"}");
+    const char *locs[] = { "nb", "nn", "en", "nb-NO", "xx", "en" };
+    const char *first_title[3] = { NULL, NULL, NULL };
+    for (size_t i = 0; i < sizeof locs / sizeof locs[0]; i++) {
+        const char *ti, *bo;
+        char *ti2, *bo2;
+        ASSERT_EQ_INT(0, templates_render_cached(c, t, ev, locs[i], false, &ti, &bo));
+        ASSERT_EQ_INT(0, templates_render(t, ev, locs[i], &ti2, &bo2));
+        ASSERT_STR_EQ(ti2, ti);
+        ASSERT_STR_EQ(bo2, bo);
+        free(ti2);
+        free(bo2);
+        /* The same locale comes from the cache: the same pointer. */
+        int li = strcmp(templates_resolve_locale(locs[i], NULL), "nb") == 0   ? 0
+                 : strcmp(templates_resolve_locale(locs[i], NULL), "nn") == 0 ? 1 : 2;
+        if (first_title[li])
+            ASSERT(first_title[li] == ti);
+        first_title[li] = ti;
+    }
+    /* Forgotten before it is freed: another event is rendered afresh. */
+    templates_cache_forget(c, ev);
+    free_event(ev);
+    ev = mk_event(EVENT_MESSAGE_NEW, "{\"sender_name\":\"Per\",\"school_name\":\"Sandviken\"}");
+    expect(t, ev, "en", NULL, NULL);
+    const char *ti, *bo;
+    char *ti2, *bo2;
+    ASSERT_EQ_INT(0, templates_render_cached(c, t, ev, "en", false, &ti, &bo));
+    ASSERT_EQ_INT(0, templates_render(t, ev, "en", &ti2, &bo2));
+    ASSERT_STR_EQ(ti2, ti);
+    ASSERT_STR_EQ(bo2, bo);
+    free(ti2);
+    free(bo2);
+    /* Another set of templates (a SIGHUP reload) is not served old text. */
+    char *dir = copy_dir();
+    edit(dir, "en.ini", "message.new", "title", "title = Reloaded {sender_name}");
+    struct templates *t2 = NULL;
+    char err[512] = "";
+    ASSERT_EQ_INT(0, templates_load(dir, &t2, err, sizeof err));
+    rm_dir(dir);
+    ASSERT_EQ_INT(0, templates_render_cached(c, t2, ev, "en", false, &ti, &bo));
+    ASSERT_STR_EQ("Reloaded Per", ti);
+    /* A type without texts fails, cached or not. */
+    struct event *dev = mk_event(EVENT_DEVICE_REGISTER, "{\"user\":\"u\"}");
+    ASSERT_EQ_INT(-1, templates_render_cached(c, t, dev, "nb", false, &ti, &bo));
+    ASSERT_NULL(ti);
+    templates_cache_forget(c, dev);
+    free_event(dev);
+    templates_cache_forget(c, ev);
+    free_event(ev);
+    templates_cache_free(c);
+    templates_free(t2);
+    templates_free(t);
+}
+
 TEST_MAIN(T(unknown_field_is_an_error), T(loads_shipped_templates), T(message_new_with_subject),
           T(message_new_without_subject_falls_back),
           T(absence_reported_formats_dates_per_locale),
@@ -603,4 +665,4 @@ TEST_MAIN(T(unknown_field_is_an_error), T(loads_shipped_templates), T(message_ne
           T(absence_alert_and_timetable), T(unknown_locale_renders_nb), T(resolve_locale),
           T(preview_only_when_asked), T(field_values_are_cleaned),
           T(braces_and_long_values), T(non_notification_type_fails),
-          T(works_with_event_parse))
+          T(works_with_event_parse), T(cached_rendering_per_event_and_locale))
