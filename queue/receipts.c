@@ -347,8 +347,8 @@ static int send_settlements(struct redis_conn *c, char *const fixed[5],
                             const size_t *skey_len, unsigned n_skeys, struct mp_buf *blob,
                             size_t n, struct sent_batch *s)
 {
-    const char *argv[5 + BATCH_MAX_KEYS + 4];
-    size_t argvlen[5 + BATCH_MAX_KEYS + 4];
+    const char *argv[5 + BATCH_MAX_KEYS + 5]; /* keys, then the 5 ARGV */
+    size_t argvlen[5 + BATCH_MAX_KEYS + 5];
     int k = 0;
     for (int i = 0; i < 5; i++, k++) {
         argv[k] = fixed[i];
