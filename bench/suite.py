@@ -21,10 +21,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from vbench import common as c  # noqa: E402
-from vbench import (ceiling, cost, fanout, latency, peer, scaling, soak,  # noqa: E402
+from vbench import (ceiling, cost, fanout, latency, peer, processes, scaling, soak,  # noqa: E402
                     throughput)
 
-BENCHES = [throughput, ceiling, peer, fanout, latency, cost, scaling, soak]
+BENCHES = [throughput, ceiling, peer, fanout, latency, cost, scaling, processes, soak]
 BY_NAME = {b.NAME: b for b in BENCHES}
 IN_ALL = ["throughput", "ceiling", "peer", "fanout", "latency", "cost", "scaling"]
 
