@@ -1413,11 +1413,20 @@ static void on_escalations_run(redisAsyncContext *ac, void *r, void *priv)
     struct pipeline *pl = priv;
     redisReply *reply = r;
     pl->escalating = false;
-    if (reply && reply->type == REDIS_REPLY_INTEGER && reply->integer > 0) {
-        const char *v[] = { "*", "checked_when_due" };
-        stats_add(STATS_ESCALATIONS, v, (double)reply->integer);
-        log_warn("pipeline", "%lld absence alert(s) reached no device in time: escalated",
-                 (long long)reply->integer);
+    if (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements > 0) {
+        for (size_t i = 0; i < reply->elements; i++) {
+            const redisReply *e = reply->element[i];
+            if (e->type != REDIS_REPLY_STRING)
+                continue;
+            char tenant[80];
+            const char *bar = strchr(e->str, '|');
+            size_t tl = bar ? (size_t)(bar - e->str) : 0;
+            snprintf(tenant, sizeof tenant, "%.*s", (int)(tl < 79 ? tl : 79), e->str);
+            const char *v[] = { tenant, bar ? bar + 1 : "?" };
+            stats_add(STATS_ESCALATIONS, v, 1);
+        }
+        log_warn("pipeline", "%zu absence alert(s) reached no device in time: escalated",
+                 reply->elements);
     } else if (reply && reply->type == REDIS_REPLY_ERROR && !pl->closed) {
         log_warn("pipeline", "escalation check failed: %s", reply->str);
     }

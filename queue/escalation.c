@@ -77,11 +77,12 @@ static const char run_due_lua[] =
     DECIDE_LUA
     "local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[3], 'LIMIT', 0, "
     "tonumber(ARGV[4]))\n"
-    "local n = 0\n"
+    "local out = {}\n"
     "for _, m in ipairs(due) do\n"
-    "  if decide(m, true) then n = n + 1 end\n"
+    "  local w = decide(m, true)\n"
+    "  if w then out[#out + 1] = string.match(m, '^[^|]*') .. '|' .. w end\n"
     "end\n"
-    "return n\n";
+    "return out\n";
 
 static struct redis_script schedule_script, check_now_script, run_due_script;
 static int scripts_ready;

@@ -50,8 +50,8 @@ int escalation_check_now(struct redis_conn *c, const char *prefix, const char *t
                          redisCallbackFn *fn, void *priv);
 
 /*
- * Run the checks that are due at |now_ms| (at most |count|). Reply: the
- * number of escalations written.
+ * Run the checks that are due at |now_ms| (at most |count|). Reply: an
+ * array with "TENANT|why" per escalation written.
  */
 int escalation_run_due(struct redis_conn *c, const char *prefix, long maxlen, int64_t now_ms,
                        int count, redisCallbackFn *fn, void *priv);

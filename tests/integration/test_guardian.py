@@ -486,6 +486,13 @@ def test_alert_not_delivered_in_time_is_escalated(ctx):
     e = r.xrange(ESCALATIONS)[0][1]
     check_eq("not_delivered_in_time", e["why"], "still retrying when the time was up")
     check(9 <= took <= 15, f"escalated after {took:.1f}s (escalate_after_s = 10)")
+    import urllib.request
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{d.admin_port}/metrics",
+                                     timeout=10).read().decode()
+    check('varsel_escalations_total{tenant="oslo",why="not_delivered_in_time"} 1' in metrics,
+          "the escalation is counted per tenant and reason: " +
+          str([x for x in metrics.splitlines() if "escalations" in x]))
+    check("Nora" not in metrics and tok not in metrics, "no names or tokens in the metrics")
     ctx.note(f"escalated {took:.1f}s after publishing (escalate_after_s = 10)")
 
 
