@@ -11,6 +11,7 @@
 
 #include "common/log.h"
 #include "common/util.h"
+#include "queue/registry.h"
 
 #define TOMBSTONE_TTL_S "2592000"   /* as the registry's logout tombstones */
 #define ERASE_BATCH "500"           /* keys or fields looked at per step */
@@ -179,15 +180,6 @@ void guardian_init(struct redis_conn *c)
     redis_conn_add_script(c, &prune_script);
 }
 
-static char *key_user(const char *prefix, const char *kind, const char *tenant,
-                      const char *user)
-{
-    size_t n = strlen(prefix) + strlen(kind) + strlen(tenant) + strlen(user) + 8;
-    char *k = xmalloc(n);
-    snprintf(k, n, "%s{%s}:%s:%s", prefix, tenant, kind, user);
-    return k;
-}
-
 /* A glob pattern matching |s| literally (Redis MATCH syntax). */
 static void glob_escape(const char *s, char *out, size_t outlen)
 {
@@ -220,8 +212,8 @@ int guardian_set_prefs(struct redis_conn *c, const char *prefix, const struct ev
     cJSON_Delete(o);
     char at[32];
     snprintf(at, sizeof at, "%lld", (long long)ev->occurred_at_ms);
-    char *kdev = key_user(prefix, "devices", ev->tenant, ev->user);
-    char *kgone = key_user(prefix, "gone", ev->tenant, ev->user);
+    char *kdev = registry_key_user(prefix, "devices", ev->tenant, ev->user);
+    char *kgone = registry_key_user(prefix, "gone", ev->tenant, ev->user);
     const char *argv[] = { kdev, kgone, json, at };
     int rc = redis_conn_eval(c, &prefs_script, fn, priv, 2, 4, argv, NULL);
     free(kdev);
@@ -335,8 +327,8 @@ static void erase_next(struct guardian_erase *g)
 {
     int rc = -1;
     if (g->step == ERASE_DEVICES) {
-        char *kdev = key_user(g->prefix, "devices", g->tenant, g->user);
-        char *kgone = key_user(g->prefix, "gone", g->tenant, g->user);
+        char *kdev = registry_key_user(g->prefix, "devices", g->tenant, g->user);
+        char *kgone = registry_key_user(g->prefix, "gone", g->tenant, g->user);
         char at[32];
         snprintf(at, sizeof at, "%lld", (long long)g->occurred_ms);
         const char *argv[] = { kdev, kgone, g->prefix, g->tenant, g->user, at };

@@ -125,8 +125,8 @@ void registry_init(struct redis_conn *c)
     redis_conn_add_script(c, &remove_script);
 }
 
-static char *key_user(const char *prefix, const char *kind, const char *tenant,
-                      const char *user)
+char *registry_key_user(const char *prefix, const char *kind, const char *tenant,
+                        const char *user)
 {
     size_t n = strlen(prefix) + strlen(kind) + strlen(tenant) + strlen(user) + 8;
     char *k = xmalloc(n);
@@ -147,8 +147,8 @@ int registry_apply(struct redis_conn *c, const char *prefix, const struct event 
 {
     char at[32];
     snprintf(at, sizeof at, "%lld", (long long)ev->occurred_at_ms);
-    char *kdev = key_user(prefix, "devices", ev->tenant, ev->user);
-    char *kgone = key_user(prefix, "gone", ev->tenant, ev->user);
+    char *kdev = registry_key_user(prefix, "devices", ev->tenant, ev->user);
+    char *kgone = registry_key_user(prefix, "gone", ev->tenant, ev->user);
     int rc;
     if (ev->type == EVENT_DEVICE_REGISTER) {
         cJSON *rec = cJSON_CreateObject();
@@ -184,8 +184,8 @@ int registry_remove_token(struct redis_conn *c, const char *prefix, const char *
 {
     char ts[32];
     snprintf(ts, sizeof ts, "%lld", (long long)(timestamp_ms < 0 ? -1 : timestamp_ms));
-    char *kdev = key_user(prefix, "devices", tenant, user);
-    char *kgone = key_user(prefix, "gone", tenant, user);
+    char *kdev = registry_key_user(prefix, "devices", tenant, user);
+    char *kgone = registry_key_user(prefix, "gone", tenant, user);
     char *ktok = key_token(prefix, app, token);
     const char *argv[] = { kdev, kgone, ktok, device, token, app, ts };
     int rc = redis_conn_eval(c, &remove_script, fn, priv, 3, 7, argv, NULL);
@@ -199,7 +199,7 @@ int registry_get_device(struct redis_conn *c, const char *prefix, const char *te
                         const char *user, const char *device, redisCallbackFn *fn,
                         void *priv)
 {
-    char *k = key_user(prefix, "devices", tenant, user);
+    char *k = registry_key_user(prefix, "devices", tenant, user);
     const char *argv[] = { "HGET", k, device };
     int rc = redis_conn_cmd_argv(c, fn, priv, 3, argv, NULL);
     free(k);
@@ -209,7 +209,7 @@ int registry_get_device(struct redis_conn *c, const char *prefix, const char *te
 int registry_lookup(struct redis_conn *c, const char *prefix, const char *tenant,
                     const char *user, redisCallbackFn *fn, void *priv)
 {
-    char *k = key_user(prefix, "devices", tenant, user);
+    char *k = registry_key_user(prefix, "devices", tenant, user);
     const char *argv[] = { "HGETALL", k };
     int rc = redis_conn_cmd_argv(c, fn, priv, 2, argv, NULL);
     free(k);

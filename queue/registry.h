@@ -40,6 +40,10 @@ int registry_remove_token(struct redis_conn *c, const char *prefix, const char *
                           const char *token, int64_t timestamp_ms,
                           redisCallbackFn *fn, void *priv);
 
+/* "<prefix>{TENANT}:KIND:USER" (kind "devices" or "gone"), malloc'd. */
+char *registry_key_user(const char *prefix, const char *kind, const char *tenant,
+                        const char *user);
+
 /* HGET of one device's record (nil when it logged out or was removed). */
 int registry_get_device(struct redis_conn *c, const char *prefix, const char *tenant,
                         const char *user, const char *device, redisCallbackFn *fn,

@@ -266,24 +266,43 @@ static enum result say(struct outcome *o, enum result r, const char *fmt, ...)
 
 static enum result replay_event_text(struct ctl *c, const redisReply *ev, struct outcome *o);
 
+/*
+ * The original a dead letter names in `original_key` (varseld keeps it
+ * beside the ids-only dead letter for [redis] dead_payload_ttl_s): 0 with
+ * |*kept| set (free it) or NULL when the letter names none; -1 after say()
+ * when it cannot be read or has expired (|what|: "event", "request").
+ */
+static int kept_original(struct ctl *c, const redisReply *f, const char *what,
+                         redisReply **kept, struct outcome *o)
+{
+    *kept = NULL;
+    const redisReply *pk = ctl_entry_field(f, "original_key");
+    if (pk == NULL || pk->type != REDIS_REPLY_STRING)
+        return 0;
+    const char *argv[] = { "GET", pk->str };
+    redisReply *r = ctl_cmd(c, true, 2, argv, NULL);
+    if (r == NULL) {
+        say(o, R_ERROR, "reading the kept %s %s failed", what, pk->str);
+        return -1;
+    }
+    if (r->type != REDIS_REPLY_STRING) {
+        freeReplyObject(r);
+        say(o, R_NOT_REPLAYABLE, "the %s was kept for dead_payload_ttl_s and has expired "
+            "(the dead letter holds ids only): publish the event again instead; deliveries "
+            "already sent are skipped", what);
+        return -1;
+    }
+    *kept = r;
+    return 0;
+}
+
 static enum result replay_event(struct ctl *c, const redisReply *f, struct outcome *o)
 {
     const redisReply *ev = ctl_entry_field(f, "event");
     redisReply *kept = NULL;
-    const redisReply *pk = ctl_entry_field(f, "original_key");
-    if (pk && pk->type == REDIS_REPLY_STRING) {
-        /* The dead letter holds a redacted copy; the original is kept
-         * beside it for [redis] dead_payload_ttl_s. */
-        const char *argv[] = { "GET", pk->str };
-        kept = ctl_cmd(c, true, 2, argv, NULL);
-        if (kept == NULL)
-            return say(o, R_ERROR, "reading the kept original %s failed", pk->str);
-        if (kept->type != REDIS_REPLY_STRING) {
-            freeReplyObject(kept);
-            return say(o, R_NOT_REPLAYABLE, "the original event was kept for "
-                       "dead_payload_ttl_s and has expired (the dead letter holds a "
-                       "redacted copy only)");
-        }
+    if (kept_original(c, f, "event", &kept, o) != 0)
+        return o->r;
+    if (kept) {
         ev = kept;
     } else if (ctl_entry_field(f, "source_id") && ev && ev->type == REDIS_REPLY_STRING &&
                strstr(ev->str, "<redacted") != NULL) {
@@ -383,24 +402,12 @@ static char *fcm_body(const char *body, const char *token, long ttl_s)
 static enum result replay_delivery(struct ctl *c, const char *dead_id, const redisReply *f,
                                    struct outcome *o)
 {
-    const redisReply *rd = ctl_entry_field(f, "retry_data");
+    const redisReply *rd = ctl_entry_field(f, "retry_data"); /* older varseld */
     redisReply *kept = NULL;
-    const redisReply *pk = ctl_entry_field(f, "original_key");
-    if (pk && pk->type == REDIS_REPLY_STRING) {
-        /* The dead letter holds ids only; the request is kept beside it for
-         * [redis] dead_payload_ttl_s. */
-        const char *argv[] = { "GET", pk->str };
-        kept = ctl_cmd(c, true, 2, argv, NULL);
-        if (kept == NULL)
-            return say(o, R_ERROR, "reading the kept request %s failed", pk->str);
-        if (kept->type != REDIS_REPLY_STRING) {
-            freeReplyObject(kept);
-            return say(o, R_NOT_REPLAYABLE, "the request was kept for dead_payload_ttl_s "
-                       "and has expired: publish the event again instead; deliveries "
-                       "already sent are skipped");
-        }
+    if (kept_original(c, f, "request", &kept, o) != 0)
+        return o->r;
+    if (kept)
         rd = kept;
-    }
     if (rd == NULL || rd->type != REDIS_REPLY_STRING)
         return say(o, R_NOT_REPLAYABLE,
                    "no request kept for this dead letter ([redis] dead_payload_ttl_s = 0, "
