@@ -158,15 +158,30 @@ static struct delivery *alloc_delivery(struct delivery_ctx *ctx, void *owner,
     return d;
 }
 
+/* Append |s| to out[*n], truncating at outlen - 1 bytes. */
+static void put_trunc(char *out, size_t outlen, size_t *n, const char *s)
+{
+    size_t k = strlen(s);
+    if (k > outlen - 1 - *n)
+        k = outlen - 1 - *n;
+    memcpy(out + *n, s, k);
+    *n += k;
+    out[*n] = '\0';
+}
+
 static void thread_of(const struct event *ev, char *out, size_t outlen)
 {
-    const char *student = event_field(ev, "student");
-    if (ev->thread)
-        snprintf(out, outlen, "%s", ev->thread);
-    else if (student)
-        snprintf(out, outlen, "student-%s", student);
-    else
-        snprintf(out, outlen, "%s", event_type_name(ev->type));
+    size_t n = 0;
+    out[0] = '\0';
+    const char *student = ev->thread ? NULL : event_field(ev, "student");
+    if (ev->thread) {
+        put_trunc(out, outlen, &n, ev->thread);
+    } else if (student) {
+        put_trunc(out, outlen, &n, "student-");
+        put_trunc(out, outlen, &n, student);
+    } else {
+        put_trunc(out, outlen, &n, event_type_name(ev->type));
+    }
 }
 
 static int apns_priority(const struct event *ev)
@@ -191,8 +206,13 @@ static void collapse_id(const char *event_id, char out[65])
 static void build_body(struct delivery *d, const struct event *ev, int badge,
                        const char *title, const char *body)
 {
-    char thread[160];
-    thread_of(ev, thread, sizeof thread);
+    /* Once per event: every delivery of it has the same thread. */
+    struct delivery_ctx *ctx = d->ctx;
+    if (ctx->thread_ev != ev) {
+        thread_of(ev, ctx->thread, sizeof ctx->thread);
+        ctx->thread_ev = ev;
+    }
+    const char *thread = ctx->thread;
     char buf[BODY_MAX + 1024];
     size_t len = 0;
     if (d->prov == PROV_APNS) {
@@ -280,6 +300,8 @@ struct delivery *delivery_new(struct delivery_ctx *ctx, void *owner, const struc
 void delivery_forget_event(struct delivery_ctx *ctx, const struct event *ev)
 {
     templates_cache_forget(ctx->render_cache, ev);
+    if (ctx->thread_ev == ev)
+        ctx->thread_ev = NULL;
 }
 
 void *delivery_owner(const struct delivery *d) { return d->owner; }
