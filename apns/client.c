@@ -161,15 +161,18 @@ int apns_client_send(struct apns_client *c, const struct apns_request *req,
         return -1;
     struct h2_header h[8];
     size_t n = 0;
-    h[n++] = (struct h2_header){ "authorization", bearer, H2_HDR_NO_INDEX };
-    h[n++] = (struct h2_header){ "apns-topic", c->topic, 0 };
-    h[n++] = (struct h2_header){ "apns-push-type", req->push_type, 0 };
-    h[n++] = (struct h2_header){ "apns-priority", prio, 0 };
-    h[n++] = (struct h2_header){ "apns-expiration", exp, 0 };
-    h[n++] = (struct h2_header){ "apns-id", req->apns_id, H2_HDR_NO_INDEX };
+    /* Literal lowercase names: h2_pool_submit references them. */
+    h[n++] = (struct h2_header){ "authorization", bearer,
+                                 H2_HDR_NO_INDEX | H2_HDR_STATIC_NAME };
+    h[n++] = (struct h2_header){ "apns-topic", c->topic, H2_HDR_STATIC_NAME };
+    h[n++] = (struct h2_header){ "apns-push-type", req->push_type, H2_HDR_STATIC_NAME };
+    h[n++] = (struct h2_header){ "apns-priority", prio, H2_HDR_STATIC_NAME };
+    h[n++] = (struct h2_header){ "apns-expiration", exp, H2_HDR_STATIC_NAME };
+    h[n++] = (struct h2_header){ "apns-id", req->apns_id, H2_HDR_NO_INDEX | H2_HDR_STATIC_NAME };
     if (req->collapse_id)
-        h[n++] = (struct h2_header){ "apns-collapse-id", req->collapse_id, H2_HDR_NO_INDEX };
-    h[n++] = (struct h2_header){ "content-type", "application/json", 0 };
+        h[n++] = (struct h2_header){ "apns-collapse-id", req->collapse_id,
+                                     H2_HDR_NO_INDEX | H2_HDR_STATIC_NAME };
+    h[n++] = (struct h2_header){ "content-type", "application/json", H2_HDR_STATIC_NAME };
     struct apns_pending *p = xmalloc(sizeof *p);
     p->c = c;
     p->cb = cb;

@@ -1335,7 +1335,9 @@ int h2_pool_submit(struct h2_pool *p, const char *method, const char *path,
     for (size_t i = 0; i < n_hdrs; i++) {
         lens[2 * i] = strlen(hdrs[i].name);
         lens[2 * i + 1] = strlen(hdrs[i].value);
-        strings += lens[2 * i] + lens[2 * i + 1] + 2;
+        strings += lens[2 * i + 1] + 1;
+        if (!(hdrs[i].flags & H2_HDR_STATIC_NAME))
+            strings += lens[2 * i] + 1;
     }
     size_t need = sizeof(struct h2_req) + nvlen * sizeof(nghttp2_nv) + strings + body_len;
     /* Only the struct needs zeroing, not the strings and body after it. */
@@ -1369,12 +1371,16 @@ int h2_pool_submit(struct h2_pool *p, const char *method, const char *path,
     s += pl + 1;
     for (size_t i = 0; i < n_hdrs; i++) {
         size_t nl = lens[2 * i], vl = lens[2 * i + 1];
-        char *name = s;
-        /* HTTP/2 wants lowercase names (ASCII only: no locale lookup). */
-        memcpy(name, hdrs[i].name, nl + 1);
-        for (size_t k = 0; k < nl; k++)
-            name[k] = (char)(name[k] + ((unsigned char)(name[k] - 'A') < 26 ? 'a' - 'A' : 0));
-        s += nl + 1;
+        const char *name = hdrs[i].name;
+        if (!(hdrs[i].flags & H2_HDR_STATIC_NAME)) {
+            /* HTTP/2 wants lowercase names (ASCII only: no locale lookup). */
+            char *lc = s;
+            memcpy(lc, hdrs[i].name, nl + 1);
+            for (size_t k = 0; k < nl; k++)
+                lc[k] = (char)(lc[k] + ((unsigned char)(lc[k] - 'A') < 26 ? 'a' - 'A' : 0));
+            name = lc;
+            s += nl + 1;
+        }
         memcpy(s, hdrs[i].value, vl + 1);
         NV_SET(4 + i, name, nl, s, vl,
                ((hdrs[i].flags & H2_HDR_NO_INDEX) ? NGHTTP2_NV_FLAG_NO_INDEX : 0) | keep);
