@@ -53,8 +53,7 @@ struct delivery {
     const struct pipeline_app *app;
     enum provider prov;
     const char *tenant, *event_id, *event_type, *user, *device, *platform, *app_name,
-        *token, *environment;     /* in |strings| */
-    char *strings;
+        *token, *environment;     /* in the same allocation, after the struct */
     int64_t publish_ms, deadline_ms;
     int attempt;
     char retry_id[37];            /* also the apns-id */
@@ -124,31 +123,30 @@ static const struct pipeline_app *find_app(const struct delivery_ctx *ctx, const
 }
 
 /* Copy |n| strings into one buffer; dst[i] point into it. */
-static char *pack_strings(const char **dst[], const char *const src[], size_t n)
-{
-    size_t total = 0;
-    for (size_t i = 0; i < n; i++)
-        total += strlen(src[i] ? src[i] : "") + 1;
-    char *buf = xmalloc(total), *p = buf;
-    for (size_t i = 0; i < n; i++) {
-        size_t l = strlen(src[i] ? src[i] : "");
-        memcpy(p, src[i] ? src[i] : "", l + 1);
-        *dst[i] = p;
-        p += l + 1;
-    }
-    return buf;
-}
-
+/* The delivery and its nine strings in one allocation, freed with d. */
 static struct delivery *alloc_delivery(struct delivery_ctx *ctx, void *owner,
                                        const char *const ids[9])
 {
-    struct delivery *d = xcalloc(1, sizeof *d);
+    size_t len[9], total = 0;
+    for (size_t i = 0; i < 9; i++) {
+        len[i] = ids[i] ? strlen(ids[i]) : 0;
+        total += len[i] + 1;
+    }
+    struct delivery *d = xmalloc(sizeof *d + total);
+    memset(d, 0, sizeof *d);
     d->ctx = ctx;
     d->owner = owner;
     const char **dst[9] = { &d->tenant, &d->event_id, &d->event_type, &d->user,
                             &d->device, &d->platform, &d->app_name, &d->token,
                             &d->environment };
-    d->strings = pack_strings(dst, ids, 9);
+    char *p = (char *)(d + 1);
+    for (size_t i = 0; i < 9; i++) {
+        if (len[i])
+            memcpy(p, ids[i], len[i]);
+        p[len[i]] = '\0';
+        *dst[i] = p;
+        p += len[i] + 1;
+    }
     d->app = find_app(ctx, d->app_name);
     if (strcmp(d->platform, "ios") == 0)
         d->prov = d->app && d->app->apns ? PROV_APNS : PROV_NONE;
@@ -312,7 +310,6 @@ void delivery_free(struct delivery *d)
 {
     if (d == NULL)
         return;
-    free(d->strings);
     free(d->token_owned);
     free(d->body);
     free(d);
