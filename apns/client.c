@@ -30,13 +30,22 @@ struct apns_client {
     int pools_open;
     void (*close_done)(void *);
     void *close_arg;
+    struct apns_pending *spare;  /* answered requests' records, for reuse */
+    size_t n_spare;
 };
 
 struct apns_pending {
     struct apns_client *c;
     push_done_cb cb;
     void *user;
+    struct apns_pending *next;   /* on c->spare */
 };
+
+#if defined(__SANITIZE_ADDRESS__)
+#define PENDING_SPARE_MAX 0      /* let AddressSanitizer see every free */
+#else
+#define PENDING_SPARE_MAX 4096   /* ~130 KB at most */
+#endif
 
 enum push_outcome apns_client_classify(int status, const char *reason)
 {
@@ -95,8 +104,17 @@ static void on_response(const struct h2_response *r, void *user)
         if (r->status != 200 && res.outcome == PUSH_PERMANENT)
             log_warn("apns", "app %s: %d %s", p->c->app, r->status, res.reason);
     }
-    p->cb(&res, p->user);
-    free(p);
+    push_done_cb cb = p->cb;
+    void *cb_user = p->user;
+    struct apns_client *c = p->c; /* freed only after its pools closed */
+    if (c->n_spare + 1 <= PENDING_SPARE_MAX) {
+        p->next = c->spare;
+        c->spare = p;
+        c->n_spare++;
+    } else {
+        free(p);
+    }
+    cb(&res, cb_user);
 }
 
 static struct h2_pool *make_pool(uv_loop_t *loop, const struct apns_client_config *cfg,
@@ -161,16 +179,25 @@ int apns_client_send(struct apns_client *c, const struct apns_request *req,
         return -1;
     struct h2_header h[8];
     size_t n = 0;
-    h[n++] = (struct h2_header){ "authorization", bearer, H2_HDR_NO_INDEX };
-    h[n++] = (struct h2_header){ "apns-topic", c->topic, 0 };
-    h[n++] = (struct h2_header){ "apns-push-type", req->push_type, 0 };
-    h[n++] = (struct h2_header){ "apns-priority", prio, 0 };
-    h[n++] = (struct h2_header){ "apns-expiration", exp, 0 };
-    h[n++] = (struct h2_header){ "apns-id", req->apns_id, H2_HDR_NO_INDEX };
+    /* Literal lowercase names: h2_pool_submit references them. */
+    h[n++] = (struct h2_header){ "authorization", bearer,
+                                 H2_HDR_NO_INDEX | H2_HDR_STATIC_NAME };
+    h[n++] = (struct h2_header){ "apns-topic", c->topic, H2_HDR_STATIC_NAME };
+    h[n++] = (struct h2_header){ "apns-push-type", req->push_type, H2_HDR_STATIC_NAME };
+    h[n++] = (struct h2_header){ "apns-priority", prio, H2_HDR_STATIC_NAME };
+    h[n++] = (struct h2_header){ "apns-expiration", exp, H2_HDR_STATIC_NAME };
+    h[n++] = (struct h2_header){ "apns-id", req->apns_id, H2_HDR_NO_INDEX | H2_HDR_STATIC_NAME };
     if (req->collapse_id)
-        h[n++] = (struct h2_header){ "apns-collapse-id", req->collapse_id, H2_HDR_NO_INDEX };
-    h[n++] = (struct h2_header){ "content-type", "application/json", 0 };
-    struct apns_pending *p = xmalloc(sizeof *p);
+        h[n++] = (struct h2_header){ "apns-collapse-id", req->collapse_id,
+                                     H2_HDR_NO_INDEX | H2_HDR_STATIC_NAME };
+    h[n++] = (struct h2_header){ "content-type", "application/json", H2_HDR_STATIC_NAME };
+    struct apns_pending *p = c->spare;
+    if (p) {
+        c->spare = p->next;
+        c->n_spare--;
+    } else {
+        p = xmalloc(sizeof *p);
+    }
     p->c = c;
     p->cb = cb;
     p->user = user;
@@ -202,6 +229,11 @@ static void on_pool_closed(void *arg)
     void (*done)(void *) = c->close_done;
     void *done_arg = c->close_arg;
     apns_jwt_free(&c->jwt);
+    while (c->spare) {
+        struct apns_pending *p = c->spare;
+        c->spare = p->next;
+        free(p);
+    }
     free(c->app);
     free(c->topic);
     free(c);

@@ -53,8 +53,7 @@ struct delivery {
     const struct pipeline_app *app;
     enum provider prov;
     const char *tenant, *event_id, *event_type, *user, *device, *platform, *app_name,
-        *token, *environment;     /* in |strings| */
-    char *strings;
+        *token, *environment;     /* in the same allocation, after the struct */
     int64_t publish_ms, deadline_ms;
     int attempt;
     char retry_id[37];            /* also the apns-id */
@@ -124,31 +123,30 @@ static const struct pipeline_app *find_app(const struct delivery_ctx *ctx, const
 }
 
 /* Copy |n| strings into one buffer; dst[i] point into it. */
-static char *pack_strings(const char **dst[], const char *const src[], size_t n)
-{
-    size_t total = 0;
-    for (size_t i = 0; i < n; i++)
-        total += strlen(src[i] ? src[i] : "") + 1;
-    char *buf = xmalloc(total), *p = buf;
-    for (size_t i = 0; i < n; i++) {
-        size_t l = strlen(src[i] ? src[i] : "");
-        memcpy(p, src[i] ? src[i] : "", l + 1);
-        *dst[i] = p;
-        p += l + 1;
-    }
-    return buf;
-}
-
+/* The delivery and its nine strings in one allocation, freed with d. */
 static struct delivery *alloc_delivery(struct delivery_ctx *ctx, void *owner,
                                        const char *const ids[9])
 {
-    struct delivery *d = xcalloc(1, sizeof *d);
+    size_t len[9], total = 0;
+    for (size_t i = 0; i < 9; i++) {
+        len[i] = ids[i] ? strlen(ids[i]) : 0;
+        total += len[i] + 1;
+    }
+    struct delivery *d = xmalloc(sizeof *d + total);
+    memset(d, 0, sizeof *d);
     d->ctx = ctx;
     d->owner = owner;
     const char **dst[9] = { &d->tenant, &d->event_id, &d->event_type, &d->user,
                             &d->device, &d->platform, &d->app_name, &d->token,
                             &d->environment };
-    d->strings = pack_strings(dst, ids, 9);
+    char *p = (char *)(d + 1);
+    for (size_t i = 0; i < 9; i++) {
+        if (len[i])
+            memcpy(p, ids[i], len[i]);
+        p[len[i]] = '\0';
+        *dst[i] = p;
+        p += len[i] + 1;
+    }
     d->app = find_app(ctx, d->app_name);
     if (strcmp(d->platform, "ios") == 0)
         d->prov = d->app && d->app->apns ? PROV_APNS : PROV_NONE;
@@ -158,15 +156,30 @@ static struct delivery *alloc_delivery(struct delivery_ctx *ctx, void *owner,
     return d;
 }
 
+/* Append |s| to out[*n], truncating at outlen - 1 bytes. */
+static void put_trunc(char *out, size_t outlen, size_t *n, const char *s)
+{
+    size_t k = strlen(s);
+    if (k > outlen - 1 - *n)
+        k = outlen - 1 - *n;
+    memcpy(out + *n, s, k);
+    *n += k;
+    out[*n] = '\0';
+}
+
 static void thread_of(const struct event *ev, char *out, size_t outlen)
 {
-    const char *student = event_field(ev, "student");
-    if (ev->thread)
-        snprintf(out, outlen, "%s", ev->thread);
-    else if (student)
-        snprintf(out, outlen, "student-%s", student);
-    else
-        snprintf(out, outlen, "%s", event_type_name(ev->type));
+    size_t n = 0;
+    out[0] = '\0';
+    const char *student = ev->thread ? NULL : event_field(ev, "student");
+    if (ev->thread) {
+        put_trunc(out, outlen, &n, ev->thread);
+    } else if (student) {
+        put_trunc(out, outlen, &n, "student-");
+        put_trunc(out, outlen, &n, student);
+    } else {
+        put_trunc(out, outlen, &n, event_type_name(ev->type));
+    }
 }
 
 static int apns_priority(const struct event *ev)
@@ -191,8 +204,13 @@ static void collapse_id(const char *event_id, char out[65])
 static void build_body(struct delivery *d, const struct event *ev, int badge,
                        const char *title, const char *body)
 {
-    char thread[160];
-    thread_of(ev, thread, sizeof thread);
+    /* Once per event: every delivery of it has the same thread. */
+    struct delivery_ctx *ctx = d->ctx;
+    if (ctx->thread_ev != ev) {
+        thread_of(ev, ctx->thread, sizeof ctx->thread);
+        ctx->thread_ev = ev;
+    }
+    const char *thread = ctx->thread;
     char buf[BODY_MAX + 1024];
     size_t len = 0;
     if (d->prov == PROV_APNS) {
@@ -280,6 +298,8 @@ struct delivery *delivery_new(struct delivery_ctx *ctx, void *owner, const struc
 void delivery_forget_event(struct delivery_ctx *ctx, const struct event *ev)
 {
     templates_cache_forget(ctx->render_cache, ev);
+    if (ctx->thread_ev == ev)
+        ctx->thread_ev = NULL;
 }
 
 void *delivery_owner(const struct delivery *d) { return d->owner; }
@@ -290,7 +310,6 @@ void delivery_free(struct delivery *d)
 {
     if (d == NULL)
         return;
-    free(d->strings);
     free(d->token_owned);
     free(d->body);
     free(d);

@@ -55,6 +55,8 @@ struct delivery_ctx {
     bool claiming;
     struct receipts_batch *settle_batch; /* settlements of this loop turn */
     struct templates_cache *render_cache; /* texts of the event being expanded */
+    const struct event *thread_ev;   /* the event thread[] is of (forgotten with it) */
+    char thread[160];                /* its thread id (APNs thread-id, FCM tag) */
     uv_timer_t timer;                /* retry poller and lease renewal */
     struct devlimit *fcm_limit;      /* per-device pacing of FCM sends (owned) */
     uint64_t last_renew_ms;

@@ -113,6 +113,7 @@ struct job {
     struct registry_device **devs; /* per slice user: its devices */
     size_t *n_devs;
     struct guardian_prefs *prefs;  /* per slice user: preferences (none: -1s) */
+    size_t slice_cap;            /* entries of devs, n_devs, prefs: min(SLICE_USERS, n_users) */
     /* the tenant's settings, copied at expansion (a reload may free them) */
     const char *default_locale;  /* static */
     bool preview;
@@ -129,6 +130,8 @@ struct job {
     bool in_send;                /* job_send_slice is iterating the slice */
     bool waiting;                /* on pl's list of jobs waiting for window room */
     struct job *wnext;
+    struct job *hnext;           /* pl->job_hash chain */
+    uint32_t hash;               /* of entry.id */
 };
 
 struct pipeline {
@@ -144,6 +147,8 @@ struct pipeline {
     size_t n_urgent_jobs;
     bool stopping, closed;
     struct job *jobs;            /* list of active jobs */
+    struct job **job_hash;       /* the same jobs by entry id (job_find) */
+    size_t job_hash_size;        /* a power of two, >= n_jobs / 2 */
     struct job *wait_head, *wait_tail; /* jobs waiting for room in the window */
     size_t n_jobs;
     size_t expanding;            /* recipients whose device lookups are out:
@@ -173,10 +178,38 @@ static bool is_poison(const struct pl_stream *st, const char *id);
 
 /* ---- jobs ------------------------------------------------------------- */
 
+static uint32_t job_id_hash(const char *id)
+{
+    uint32_t h = 2166136261u;
+    for (; *id; id++)
+        h = (h ^ (unsigned char)*id) * 16777619u;
+    return h;
+}
+
+static void job_hash_grow(struct pipeline *pl)
+{
+    size_t n = pl->job_hash_size ? pl->job_hash_size * 2 : 256;
+    struct job **t = xcalloc(n, sizeof *t);
+    for (struct job *j = pl->jobs; j; j = j->next) {
+        size_t b = j->hash & (n - 1);
+        j->hnext = t[b];
+        t[b] = j;
+    }
+    free(pl->job_hash);
+    pl->job_hash = t;
+    pl->job_hash_size = n;
+}
+
+/* The job of this entry, if one is active: a hash of the entry ids, so that
+ * every entry read (fresh, history or claimed) is checked without walking
+ * all jobs. */
 static struct job *job_find(struct pipeline *pl, const struct pl_stream *src, const char *id)
 {
-    for (struct job *j = pl->jobs; j; j = j->next)
-        if (j->src == src && strcmp(j->entry.id, id) == 0)
+    if (pl->job_hash_size == 0)
+        return NULL;
+    uint32_t h = job_id_hash(id);
+    for (struct job *j = pl->job_hash[h & (pl->job_hash_size - 1)]; j; j = j->hnext)
+        if (j->hash == h && j->src == src && strcmp(j->entry.id, id) == 0)
             return j;
     return NULL;
 }
@@ -197,6 +230,14 @@ static struct job *job_new(struct pipeline *pl, struct pl_stream *src, struct st
         pl->jobs->prev = j;
     pl->jobs = j;
     pl->n_jobs++;
+    j->hash = job_id_hash(j->entry.id);
+    if (pl->n_jobs > pl->job_hash_size * 2) {
+        job_hash_grow(pl); /* links j too */
+    } else {
+        size_t b = j->hash & (pl->job_hash_size - 1);
+        j->hnext = pl->job_hash[b];
+        pl->job_hash[b] = j;
+    }
     return j;
 }
 
@@ -228,13 +269,20 @@ static void job_free(struct job *j)
     if (j->next)
         j->next->prev = j->prev;
     pl->n_jobs--;
+    for (struct job **pp = &pl->job_hash[j->hash & (pl->job_hash_size - 1)]; *pp;
+         pp = &(*pp)->hnext) {
+        if (*pp == j) {
+            *pp = j->hnext;
+            break;
+        }
+    }
     if (j->urgent)
         pl->n_urgent_jobs--;
     for (size_t i = 0; i < j->n_final; i++)
         free(j->final_keys[i]);
     free(j->final_keys);
     if (j->devs) {
-        for (size_t u = 0; u < SLICE_USERS; u++) {
+        for (size_t u = 0; u < j->slice_cap; u++) {
             for (size_t k = 0; j->devs[u] && k < j->n_devs[u]; k++)
                 registry_device_clear(&j->devs[u][k]);
             free(j->devs[u]);
@@ -557,16 +605,16 @@ static void job_next_slice(struct job *j)
         return;
     }
     size_t n = j->n_users - j->next_user;
-    if (n > SLICE_USERS)
-        n = SLICE_USERS;
+    if (n > j->slice_cap)
+        n = j->slice_cap;
     if (n > window - active)
         n = window - active; /* a user may have several devices: small overshoot */
     j->slice_base = j->next_user;
     j->slice_len = n;
     j->slice_replies = 0;
     j->next_user += n;
-    memset(j->n_devs, 0, SLICE_USERS * sizeof *j->n_devs);
-    for (size_t i = 0; i < SLICE_USERS; i++)
+    memset(j->n_devs, 0, n * sizeof *j->n_devs);
+    for (size_t i = 0; i < n; i++)
         j->prefs[i] = (struct guardian_prefs){ 0, -1, -1 };
     j->slice_busy = true;
     size_t sent = registry_lookup_many(pl->cmd, pl->cfg.prefix, j->ev->tenant,
@@ -679,9 +727,10 @@ static void job_expand(struct job *j)
         if (w == 0 || strcmp(j->users[w - 1].user, j->users[i].user) != 0)
             j->users[w++] = j->users[i];
     j->n_users = w;
-    j->devs = xcalloc(SLICE_USERS, sizeof *j->devs);
-    j->n_devs = xcalloc(SLICE_USERS, sizeof *j->n_devs);
-    j->prefs = xcalloc(SLICE_USERS, sizeof *j->prefs);
+    j->slice_cap = j->n_users < SLICE_USERS ? (j->n_users ? j->n_users : 1) : SLICE_USERS;
+    j->devs = xcalloc(j->slice_cap, sizeof *j->devs);
+    j->n_devs = xcalloc(j->slice_cap, sizeof *j->n_devs);
+    j->prefs = xcalloc(j->slice_cap, sizeof *j->prefs);
     job_tenant_settings(j);
     if (ev->type == EVENT_ABSENCE_ALERT && !job_schedule_escalation(j))
         return;
@@ -1690,6 +1739,7 @@ static void on_timer_closed_arg(struct pipeline *pl)
         }
         free(pl->streams);
         free(pl->dead_stream);
+        free(pl->job_hash);
         free(pl);
     }
 }

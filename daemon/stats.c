@@ -50,6 +50,10 @@ struct series {
 
 static struct series *table;
 static size_t n_series;
+/* Per family, the series found last: the hot paths (one delivery after
+ * another of the same app, tenant and outcome) compare its labels and skip
+ * hashing and probing. */
+static struct series *recent[STATS_FAMILY_COUNT];
 static char version_str[64];
 
 struct collector {
@@ -98,6 +102,7 @@ void stats_free(void)
             free(table[i].labels[k]);
     free(table);
     table = NULL;
+    memset(recent, 0, sizeof recent);
     n_series = 0;
     n_collectors = 0;
 }
@@ -117,11 +122,23 @@ static bool same(const struct series *s, int f, const char *const *values)
     return true;
 }
 
+static struct series *lookup_slow(int f, const char *const *values);
+
 /* Find or create the series; NULL only before stats_init. */
 static struct series *lookup(int f, const char *const *values)
 {
     if (!table)
         return NULL;
+    struct series *r = recent[f];
+    if (r && same(r, f, values))
+        return r;
+    r = lookup_slow(f, values);
+    recent[f] = r;
+    return r;
+}
+
+static struct series *lookup_slow(int f, const char *const *values)
+{
     const char *folded[STATS_MAX_LABELS];
     const struct family *fm = &families[f];
     uint32_t h = 2166136261u ^ (uint32_t)f;
@@ -202,8 +219,8 @@ void stats_delivery(const char *app, const char *platform, const char *tenant,
 void stats_provider_answer(const char *provider, const char *app, int status,
                            const char *reason)
 {
-    char st[16];
-    snprintf(st, sizeof st, "%d", status);
+    char st[24];
+    fmt_i64(st, status);
     const char *v[] = { provider, app, st, reason };
     stats_add(STATS_PROVIDER_RESPONSES, v, 1);
 }

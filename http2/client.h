@@ -23,11 +23,13 @@
 
 #define H2_HDR_NO_INDEX 1 /* send never-indexed (NGHTTP2_NV_FLAG_NO_INDEX):
                              use for authorization and :path */
+#define H2_HDR_STATIC_NAME 2 /* the name is lowercase and outlives the request
+                                (a literal): referenced, not copied */
 
 struct h2_header {
     const char *name;  /* lowercase for requests */
     const char *value;
-    uint8_t flags;     /* H2_HDR_NO_INDEX or 0 */
+    uint8_t flags;     /* H2_HDR_NO_INDEX, H2_HDR_STATIC_NAME or 0 */
 };
 
 enum h2_error {

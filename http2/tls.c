@@ -7,10 +7,13 @@
  *     socket --uv_read--> rbio --SSL_read--> on_data (plaintext)
  *     tls_conn_write --SSL_write--> wbio --flush--> uv_write --> socket
  *
- * OpenSSL never touches the socket. After every SSL call (handshake, read,
- * write, shutdown) flush_wbio() drains whatever ciphertext OpenSSL produced
- * into one heap buffer handed to uv_write; the buffer and its uv_write_t
- * live in one allocation freed in the write callback.
+ * OpenSSL never touches the socket. The write side is not a memory BIO but
+ * our own (wout_method): OpenSSL's ciphertext is appended straight to heap
+ * blocks of ~17 KB; after every SSL call (handshake, read, write, shutdown)
+ * flush_wbio() hands the blocks filled so far to uv_write. A block and its
+ * uv_write_t live in one allocation freed in the write callback. (A memory
+ * BIO zeroes its buffer before each copy and is copied out again: two more
+ * passes over every byte sent.)
  *
  * Lifetime. Closing is two-phase: tls_conn_close()/tls_conn_reset() or any
  * internal error set CLOSING and record the first error; the uv handles are
@@ -27,6 +30,7 @@
 #include <arpa/inet.h>
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -34,6 +38,8 @@
 #define TLS_READ_BUF      (16 * 1024 + 512) /* one uv read: a full TLS record */
 #define TLS_PLAIN_CHUNK   (16 * 1024) /* one SSL_read */
 #define TLS_SHUTDOWN_MS   2000        /* bound on a graceful close */
+#define TLS_WOUT_BLOCK    (17 * 1024) /* a write block: a full TLS record fits */
+#define TLS_WOUT_SPARE    4           /* written blocks kept for reuse per connection */
 
 enum {
     F_SERVER       = 1 << 0,
@@ -53,7 +59,13 @@ struct tls_conn {
     uv_shutdown_t shutdown_req;
     SSL *ssl;
     BIO *rbio;                     /* ciphertext from the socket, owned by ssl */
-    BIO *wbio;                     /* ciphertext to the socket, owned by ssl */
+    BIO *wbio;                     /* ciphertext to the socket, owned by ssl
+                                      (wout_method: fills wout_head..wout_tail) */
+    struct write_req *wout_head, *wout_tail; /* blocks not yet given to uv_write */
+    size_t wout_pending;           /* bytes in them */
+    struct write_req *wout_spare;  /* written blocks for reuse (a 17 KB malloc
+                                      would consolidate glibc's fast bins) */
+    int n_spare;
     struct tls_conn_callbacks cb;
     void *user;
     unsigned flags;
@@ -67,8 +79,127 @@ struct tls_conn {
 struct write_req {
     uv_write_t req;
     struct tls_conn *conn;
+    struct write_req *next;        /* wout list, until handed to uv_write */
+    size_t len, cap;
     uint8_t data[];
 };
+
+/* ---- the write BIO ------------------------------------------------------ */
+
+static int wout_write(BIO *b, const char *data, int len)
+{
+    struct tls_conn *c = BIO_get_data(b);
+    if (c == NULL || len <= 0)
+        return 0;
+    size_t left = (size_t)len;
+    while (left > 0) {
+        struct write_req *w = c->wout_tail;
+        if (w == NULL || w->len == w->cap) {
+            size_t cap = left > TLS_WOUT_BLOCK ? left : TLS_WOUT_BLOCK;
+            if (c->wout_spare && cap == TLS_WOUT_BLOCK) {
+                w = c->wout_spare;
+                c->wout_spare = w->next;
+                c->n_spare--;
+            } else {
+                w = xmalloc(sizeof *w + cap);
+            }
+            w->conn = c;
+            w->next = NULL;
+            w->len = 0;
+            w->cap = cap;
+            if (c->wout_tail)
+                c->wout_tail->next = w;
+            else
+                c->wout_head = w;
+            c->wout_tail = w;
+        }
+        size_t k = w->cap - w->len < left ? w->cap - w->len : left;
+        memcpy(w->data + w->len, data, k);
+        w->len += k;
+        data += k;
+        left -= k;
+        c->wout_pending += k;
+    }
+    return len;
+}
+
+static void wout_drop(struct tls_conn *c)
+{
+    while (c->wout_head) {
+        struct write_req *w = c->wout_head;
+        c->wout_head = w->next;
+        free(w);
+    }
+    c->wout_tail = NULL;
+    c->wout_pending = 0;
+}
+
+static void wout_free_spares(struct tls_conn *c)
+{
+    while (c->wout_spare) {
+        struct write_req *w = c->wout_spare;
+        c->wout_spare = w->next;
+        free(w);
+    }
+    c->n_spare = 0;
+}
+
+static long wout_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+    struct tls_conn *c = BIO_get_data(b);
+    switch (cmd) {
+    case BIO_CTRL_FLUSH:
+        return 1;
+    case BIO_CTRL_WPENDING:
+        return c ? (long)c->wout_pending : 0;
+    case BIO_CTRL_PENDING:
+        return 0;
+    case BIO_CTRL_RESET:
+        if (c)
+            wout_drop(c);
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+static int wout_create(BIO *b)
+{
+    BIO_set_data(b, NULL);
+    BIO_set_init(b, 1);
+    return 1;
+}
+
+static int wout_destroy(BIO *b)
+{
+    struct tls_conn *c = BIO_get_data(b);
+    if (c) {
+        wout_drop(c);
+        wout_free_spares(c);
+    }
+    BIO_set_data(b, NULL);
+    return 1;
+}
+
+static BIO_METHOD *wout_meth;
+static void wout_method_init(void)
+{
+    wout_meth = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "varsel-wout");
+    if (wout_meth == NULL || !BIO_meth_set_write(wout_meth, wout_write) ||
+        !BIO_meth_set_ctrl(wout_meth, wout_ctrl) ||
+        !BIO_meth_set_create(wout_meth, wout_create) ||
+        !BIO_meth_set_destroy(wout_meth, wout_destroy)) {
+        fprintf(stderr, "out of memory (BIO_meth_new)\n");
+        abort();
+    }
+}
+
+static const BIO_METHOD *wout_method(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, wout_method_init);
+    return wout_meth;
+}
 
 static void conn_fail(struct tls_conn *c, int err, const char *reason);
 
@@ -316,7 +447,14 @@ static void on_write_done(uv_write_t *req, int status)
 {
     struct write_req *w = req->data;
     struct tls_conn *c = w->conn;
-    free(w);
+    if (w->cap == TLS_WOUT_BLOCK && c->n_spare < TLS_WOUT_SPARE &&
+        !(c->flags & F_HANDLES_DOWN)) {
+        w->next = c->wout_spare;
+        c->wout_spare = w;
+        c->n_spare++;
+    } else {
+        free(w);
+    }
     if (status < 0 && status != UV_ECANCELED && !(c->flags & F_CLOSING)) {
         char reason[96];
         snprintf(reason, sizeof reason, "write: %s", uv_strerror(status));
@@ -328,24 +466,22 @@ static void on_write_done(uv_write_t *req, int status)
  * negative libuv error (the connection is then failing). */
 static int flush_wbio(struct tls_conn *c)
 {
-    size_t pending;
-    while ((pending = BIO_ctrl_pending(c->wbio)) > 0) {
+    while (c->wout_head) {
         if (c->flags & F_HANDLES_DOWN) {
-            (void)BIO_reset(c->wbio);
+            wout_drop(c);
             return UV_ECANCELED;
         }
-        struct write_req *w = xmalloc(sizeof *w + pending);
-        int n = BIO_read(c->wbio, w->data, (int)pending);
-        if (n <= 0) {
-            free(w);
-            return 0;
-        }
-        w->conn = c;
+        struct write_req *w = c->wout_head;
+        c->wout_head = w->next;
+        if (c->wout_head == NULL)
+            c->wout_tail = NULL;
+        c->wout_pending -= w->len;
         w->req.data = w;
-        uv_buf_t buf = uv_buf_init((char *)w->data, (unsigned)n);
+        uv_buf_t buf = uv_buf_init((char *)w->data, (unsigned)w->len);
         int r = uv_write(&w->req, (uv_stream_t *)&c->tcp, &buf, 1, on_write_done);
         if (r < 0) {
             free(w);
+            wout_drop(c);
             char reason[96];
             snprintf(reason, sizeof reason, "write: %s", uv_strerror(r));
             conn_fail(c, r, reason);
@@ -508,7 +644,7 @@ static struct tls_conn *conn_new(uv_loop_t *loop, SSL_CTX *ctx,
         return NULL;
     }
     c->rbio = BIO_new(BIO_s_mem());
-    c->wbio = BIO_new(BIO_s_mem());
+    c->wbio = BIO_new(wout_method());
     if (c->rbio == NULL || c->wbio == NULL) {
         BIO_free(c->rbio);
         BIO_free(c->wbio);
@@ -518,7 +654,7 @@ static struct tls_conn *conn_new(uv_loop_t *loop, SSL_CTX *ctx,
     }
     /* an empty memory BIO reports "retry", not EOF */
     BIO_set_mem_eof_return(c->rbio, -1);
-    BIO_set_mem_eof_return(c->wbio, -1);
+    BIO_set_data(c->wbio, c);
     SSL_set_bio(c->ssl, c->rbio, c->wbio);
     if (cb != NULL)
         c->cb = *cb;

@@ -275,7 +275,7 @@ static void encode_settlement(struct mp_buf *b, unsigned key_index, const struct
 
 /* ---- batches --------------------------------------------------------------- */
 
-/* redis_conn_eval takes 61 arguments: 5 fixed keys + 4 ARGV leave 52. */
+/* redis_conn_eval takes 61 arguments: 5 fixed keys + 5 ARGV leave 51. */
 #define BATCH_MAX_KEYS 48
 #define BATCH_MAX_ITEMS 256          /* settlements per script run */
 #define BATCH_MAX_BYTES (256 * 1024) /* ... and bytes of MessagePack */
@@ -347,7 +347,9 @@ static int send_settlements(struct redis_conn *c, char *const fixed[5],
                             const size_t *skey_len, unsigned n_skeys, struct mp_buf *blob,
                             size_t n, struct sent_batch *s)
 {
-    const char *argv[5 + BATCH_MAX_KEYS + 5]; /* keys, then the 5 ARGV */
+    /* 5 keys, the status keys, then 5 ARGV: MAXLEN, TTL, dead MAXLEN, the
+     * settlements, the dead payload TTL. */
+    const char *argv[5 + BATCH_MAX_KEYS + 5];
     size_t argvlen[5 + BATCH_MAX_KEYS + 5];
     int k = 0;
     for (int i = 0; i < 5; i++, k++) {
