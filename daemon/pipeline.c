@@ -519,6 +519,7 @@ static void on_status(redisAsyncContext *ac, void *r, void *priv)
 static void on_devices(redisAsyncContext *ac, void *r, void *priv)
 {
     struct job *j = priv;
+    struct pipeline *pl = j->pl;
     redisReply *reply = r;
     j->refs--;
     size_t u = j->slice_replies++;
@@ -551,13 +552,17 @@ static void on_devices(redisAsyncContext *ac, void *r, void *priv)
     if (j->slice_replies < j->slice_len)
         return;
     j->slice_busy = false;
-    j->pl->expanding -= j->slice_len;
-    if (j->redis_failed || j->pl->closed || j->pl->stopping) {
+    pl->expanding -= j->slice_len;
+    if (j->redis_failed || pl->closed || pl->stopping) {
         j->unsettled_lost = true; /* this slice is not delivered: no ack */
         job_check_done(j);
-        return;
+    } else {
+        job_send_slice(j);
     }
-    job_send_slice(j);
+    /* The lookups no longer count against the window: a job waiting for
+     * room may go on now, even when this slice started no delivery (all
+     * settled already, or no devices) and so no delivery's end will. */
+    pipeline_resume(pl);
 }
 
 /*

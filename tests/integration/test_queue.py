@@ -100,6 +100,34 @@ def test_big_event_expanded_in_slices(ctx):
     wait_for(lambda: r.xpending()["count"] == 0, 30, what="XPENDING empty")
 
 
+def test_waiting_event_goes_on_after_a_slice_that_sent_nothing(ctx):
+    """A window of 2: a replayed event whose deliveries are all settled
+    holds the window only while its lookups are out. The event waiting
+    behind it must go on when they return, although no delivery ended
+    (no delivery was started) to wake it."""
+    rs = ctx.redis_server()
+    sb = ctx.sandbox()
+    r = ctx.client(rs)
+    users = [f"w{i}" for i in range(12)]
+    d = ctx.daemon(rs, sb, log_level="info",
+                   overrides={"delivery": {"inflight_window": "2"}})
+    h.publish_many(r, [h.device_register(u, "phone", h.new_token()) for u in users])
+    wait_for(lambda: h.devices(r, h.TENANT, users[-1]), 30, what="registrations")
+    first = h.message_new(users, "t-1", "Rektor", "Skolen")
+    h.publish(r, first)
+    wait_for(lambda: len(h.status_of(r, h.TENANT, first["id"])) == 12, 30, what="first sent")
+    for _ in range(3):
+        # The same event again (all settled: nothing is sent), then a new one.
+        h.publish(r, first)
+        nxt = h.message_new(users, "t-2", "Rektor", "Skolen")
+        h.publish(r, nxt)
+        wait_for(lambda: len(h.status_of(r, h.TENANT, nxt["id"])) == 12, 20,
+                 what=lambda: f"the event behind the replay delivered "
+                              f"({len(h.status_of(r, h.TENANT, nxt['id']))} of 12)")
+    wait_for(lambda: r.xpending()["count"] == 0, 20, what="XPENDING empty")
+    check_eq(12 * 4, len(sb.records()), "one delivery per guardian and new event")
+
+
 @h.long_test
 @h.timeout(240)
 def test_hung_redis_is_detected(ctx):
