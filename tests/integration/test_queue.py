@@ -219,3 +219,35 @@ def test_poison_entry_is_dead_lettered_not_replayed_forever(ctx):
              what="the entry beside it delivered")
     check_eq({}, h.status_of(r, h.TENANT, bad["id"]), "the poison entry was not delivered")
     wait_for(lambda: r.xpending()["count"] == 0, 20, what="XPENDING empty")
+
+
+def test_several_streams_and_the_urgent_stream(ctx):
+    """[redis] streams = two regional streams: both consumed by the group and
+    acknowledged on their own stream; the urgent stream beside them."""
+    rs = ctx.redis_server()
+    sb = ctx.sandbox()
+    r = ctx.client(rs)
+    d = ctx.daemon(rs, sb, log_level="info", start=False,
+                   overrides={"redis": {"stream": None,
+                                        "streams": "events:north,events:south"}})
+    d.start(wait_ready=False)  # the harness's readiness check looks at varsel:events
+    d.wait_log(r"ready: connected to Redis", timeout=30)
+    toks = {u: h.new_token() for u in ("n1", "s1", "u1")}
+    h.publish_many(r, [h.device_register(u, "phone", t) for u, t in toks.items()],
+                   stream="events:north")
+    wait_for(lambda: all(h.devices(r, h.TENANT, u) for u in toks), 20, what="registrations")
+    north = h.message_new(["n1"], "t-n", "Rektor", "Nord skole")
+    south = h.message_new(["s1"], "t-s", "Rektor", "Sør skole")
+    alert = h.absence_alert(["u1"], "s-1", "Nora")
+    h.publish(r, north, stream="events:north")
+    h.publish(r, south, stream="events:south")
+    h.publish(r, alert, stream="varsel:urgent")
+    for ev, u in ((north, "n1"), (south, "s1"), (alert, "u1")):
+        wait_for(lambda ev=ev, u=u: h.status_of(r, h.TENANT, ev["id"]) == {f"{u}:phone": "sent"},
+                 20, what=f"{ev['id']} sent")
+    for stream in ("events:north", "events:south", "varsel:urgent"):
+        wait_for(lambda stream=stream: r.xpending(stream=stream)["count"] == 0, 20,
+                 what=f"{stream} acknowledged")
+        check_eq(h.GROUP, r.xinfo_groups(stream=stream)[0]["name"], f"group on {stream}")
+    check_eq(sorted(toks.values()), sorted(x["token"] for x in sb.records()),
+             "one delivery per stream's event")
