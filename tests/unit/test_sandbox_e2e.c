@@ -8,6 +8,7 @@
  * PROTOCOL_ERROR (raw frames over http2/tls.h).
  */
 #include "tests/unit/test.h"
+#include "tests/unit/sandbox_fixture.h"
 
 #include "common/certgen.h"
 #include "common/jws.h"
@@ -59,31 +60,11 @@ struct fx {
 
 static struct fx F;
 
-/* atexit: remove the test's temporary directory (each test is a process). */
-static void remove_dir(void)
-{
-    DIR *d = opendir(F.dir);
-    if (d == NULL)
-        return;
-    struct dirent *e;
-    char path[512];
-    while ((e = readdir(d)) != NULL) {
-        if (e->d_name[0] == '.')
-            continue;
-        snprintf(path, sizeof path, "%s/%s", F.dir, e->d_name);
-        unlink(path);
-    }
-    closedir(d);
-    rmdir(F.dir);
-}
-
 static void fx_setup(void (*tune)(struct fx *))
 {
     memset(&F, 0, sizeof F);
     ASSERT_EQ_INT(0, uv_loop_init(&F.loop));
-    snprintf(F.dir, sizeof F.dir, "/tmp/sbx-e2e-XXXXXX");
-    ASSERT_NOT_NULL(mkdtemp(F.dir));
-    atexit(remove_dir);
+    fixture_tmpdir("sbx-e2e", F.dir, sizeof F.dir);
     char err[256], p8[128], pub[128], cert[128], key[128], ca[128];
     ASSERT_EQ_INT(0, certgen_ca_and_server(F.dir, err, sizeof err));
     snprintf(p8, sizeof p8, "%s/KEY0000001.p8", F.dir);
@@ -136,14 +117,6 @@ static void fx_setup(void (*tune)(struct fx *))
                                    sizeof err);
     ASSERT(F.port_prod > 0);
     ASSERT(F.port_sbx > 0);
-}
-
-static void copy_header(const struct h2_response *r, const char *name, char *out, size_t len)
-{
-    out[0] = '\0';
-    for (size_t i = 0; i < r->n_headers; i++)
-        if (strcmp(r->headers[i].name, name) == 0)
-            snprintf(out, len, "%s", r->headers[i].value);
 }
 
 static void on_pool_closed(void *arg)
@@ -240,35 +213,6 @@ static void fx_teardown(void)
     free(F.jwt);
 }
 
-/* All record lines as a cJSON array (caller frees). */
-static cJSON *read_record(void)
-{
-    FILE *f = fopen(F.record_path, "r");
-    ASSERT_NOT_NULL(f);
-    cJSON *arr = cJSON_CreateArray();
-    char line[16384];
-    while (fgets(line, sizeof line, f)) {
-        ASSERT(strchr(line, '\n') != NULL);
-        cJSON *o = cJSON_Parse(line);
-        ASSERT_NOT_NULL(o);
-        cJSON_AddItemToArray(arr, o);
-    }
-    fclose(f);
-    return arr;
-}
-
-static const char *jstr(const cJSON *o, const char *k)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    return cJSON_IsString(v) ? v->valuestring : NULL;
-}
-
-static double jnum(const cJSON *o, const char *k)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    return cJSON_IsNumber(v) ? v->valuedouble : -1;
-}
-
 TEST(missing_token_then_success_and_record)
 {
     fx_setup(NULL);
@@ -291,7 +235,7 @@ TEST(missing_token_then_success_and_record)
     ASSERT_EQ_INT(200, F.res[1].status);
     fx_teardown();
 
-    cJSON *rec = read_record();
+    cJSON *rec = fixture_read_jsonl(F.record_path);
     ASSERT_EQ_INT(4, cJSON_GetArraySize(rec));
     const cJSON *l0 = cJSON_GetArrayItem(rec, 0), *l1 = cJSON_GetArrayItem(rec, 1),
                 *l2 = cJSON_GetArrayItem(rec, 2), *sum = cJSON_GetArrayItem(rec, 3);
@@ -375,7 +319,7 @@ TEST(sandbox_listener_adds_unique_id)
     ASSERT_STR_EQ("", F.res[1].unique_id);
     ASSERT_STR_EQ("{\"reason\":\"MissingTopic\"}", F.res[1].body);
     fx_teardown();
-    cJSON *rec = read_record();
+    cJSON *rec = fixture_read_jsonl(F.record_path);
     ASSERT_STR_EQ("sandbox", jstr(cJSON_GetArrayItem(rec, 0), "env"));
     ASSERT_STR_EQ(F.res[0].unique_id, jstr(cJSON_GetArrayItem(rec, 0), "apns_unique_id"));
     cJSON_Delete(rec);
@@ -462,7 +406,7 @@ TEST(status_fault_and_latency)
     ASSERT_EQ_INT(400, F.res[1].status);
     ASSERT_STR_EQ("{\"reason\":\"MissingDeviceToken\"}", F.res[1].body);
     fx_teardown();
-    cJSON *rec = read_record();
+    cJSON *rec = fixture_read_jsonl(F.record_path);
     const cJSON *l503 = NULL, *it;
     cJSON_ArrayForEach(it, rec)
         if (jnum(it, "status") == 503)
@@ -491,7 +435,7 @@ TEST(tcp_reset_fault_is_not_recorded)
     ASSERT_EQ_INT(5, F.res[0].attempts);
     ASSERT_EQ_INT(5, sbx_server_stats(F.srv)->tcp_resets);
     fx_teardown();
-    cJSON *rec = read_record();
+    cJSON *rec = fixture_read_jsonl(F.record_path);
     ASSERT_EQ_INT(1, cJSON_GetArraySize(rec)); /* only the summary */
     cJSON_Delete(rec);
 }
@@ -524,7 +468,7 @@ TEST(hang_and_rst_stream_faults)
     ASSERT(st->rst_streams >= (uint64_t)protocol);
     ASSERT_EQ_INT(0, st->responses);
     fx_teardown();
-    cJSON *rec = read_record();
+    cJSON *rec = fixture_read_jsonl(F.record_path);
     ASSERT_EQ_INT(1, cJSON_GetArraySize(rec)); /* nothing answered: summary only */
     cJSON_Delete(rec);
 }
@@ -828,7 +772,7 @@ TEST(body_in_several_data_frames)
     ASSERT_EQ_INT(1, q.finished);
     SSL_CTX_free(ctx);
     fx_teardown();
-    cJSON *rec = read_record();
+    cJSON *rec = fixture_read_jsonl(F.record_path);
     const cJSON *l = cJSON_GetArrayItem(rec, 0);
     ASSERT_EQ_INT(200, jnum(l, "status"));
     ASSERT_EQ_INT(21, jnum(l, "payload_bytes"));
@@ -873,7 +817,7 @@ TEST(payload_size_edges_over_the_wire)
     free(b5121);
     free(b40k);
     fx_teardown();
-    cJSON *rec = read_record();
+    cJSON *rec = fixture_read_jsonl(F.record_path);
     const cJSON *it, *big = NULL; /* lines are in answer order */
     cJSON_ArrayForEach(it, rec)
         if (jnum(it, "payload_bytes") == 40000)
@@ -945,7 +889,7 @@ TEST(device_rate_limit_too_many_requests)
     ASSERT_EQ_INT(200, F.res[0].status);
     fx_teardown();
 
-    cJSON *rec = read_record();
+    cJSON *rec = fixture_read_jsonl(F.record_path);
     int n429 = 0;
     const cJSON *it, *sum = NULL;
     cJSON_ArrayForEach(it, rec) {

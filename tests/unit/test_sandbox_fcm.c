@@ -17,6 +17,7 @@
  * token, none in bench mode), token-file reloads and the record.
  */
 #include "tests/unit/test.h"
+#include "tests/unit/sandbox_fixture.h"
 
 #include "common/certgen.h"
 #include "common/jws.h"
@@ -84,18 +85,6 @@ static cJSON *body_json(void)
     ASSERT_NOT_NULL(j);
     free(b);
     return j;
-}
-
-static const char *jstr(const cJSON *o, const char *k)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    return cJSON_IsString(v) ? v->valuestring : NULL;
-}
-
-static double jnum(const cJSON *o, const char *k)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    return cJSON_IsNumber(v) ? v->valuedouble : -1;
 }
 
 /* Assert a 400 INVALID_ARGUMENT parse error with exactly |message|, one
@@ -715,30 +704,11 @@ struct fx {
 
 static struct fx F;
 
-static void remove_dir(void)
-{
-    DIR *d = opendir(F.dir);
-    if (d == NULL)
-        return;
-    struct dirent *e;
-    char path[512];
-    while ((e = readdir(d)) != NULL) {
-        if (e->d_name[0] == '.')
-            continue;
-        snprintf(path, sizeof path, "%s/%s", F.dir, e->d_name);
-        unlink(path);
-    }
-    closedir(d);
-    rmdir(F.dir);
-}
-
 static void fx_setup(void (*tune)(struct fx *))
 {
     memset(&F, 0, sizeof F);
     ASSERT_EQ_INT(0, uv_loop_init(&F.loop));
-    snprintf(F.dir, sizeof F.dir, "/tmp/sbx-fcm-XXXXXX");
-    ASSERT_NOT_NULL(mkdtemp(F.dir));
-    atexit(remove_dir);
+    fixture_tmpdir("sbx-fcm", F.dir, sizeof F.dir);
     char err[256], key[128], pub[128], cert[128], skey[128], ca[128], spec[300];
     ASSERT_EQ_INT(0, certgen_ca_and_server(F.dir, err, sizeof err));
     snprintf(key, sizeof key, "%s/sa.key", F.dir);
@@ -816,30 +786,6 @@ static void fx_teardown(void)
     SSL_CTX_free(F.sctx);
     SSL_CTX_free(F.cctx);
     EVP_PKEY_free(F.priv);
-}
-
-static cJSON *read_record(void)
-{
-    FILE *f = fopen(F.record_path, "r");
-    ASSERT_NOT_NULL(f);
-    cJSON *arr = cJSON_CreateArray();
-    static char line[70000];
-    while (fgets(line, sizeof line, f)) {
-        ASSERT(strchr(line, '\n') != NULL);
-        cJSON *o = cJSON_Parse(line);
-        ASSERT_NOT_NULL(o);
-        cJSON_AddItemToArray(arr, o);
-    }
-    fclose(f);
-    return arr;
-}
-
-static void copy_header(const struct h2_response *r, const char *name, char *out, size_t len)
-{
-    out[0] = '\0';
-    for (size_t i = 0; i < r->n_headers; i++)
-        if (strcmp(r->headers[i].name, name) == 0)
-            snprintf(out, len, "%s", r->headers[i].value);
 }
 
 static void on_pool_closed(void *arg)
@@ -976,7 +922,7 @@ TEST(e2e_token_then_send_over_h2)
     cJSON_Delete(ok);
     fx_teardown();
 
-    cJSON *rec = read_record();
+    cJSON *rec = fixture_read_jsonl(F.record_path);
     const cJSON *it, *l0 = NULL, *l405 = NULL;
     cJSON_ArrayForEach(it, rec) {
         if (jstr(it, "provider") && strcmp(jstr(it, "provider"), "oauth") == 0) {
@@ -1061,7 +1007,7 @@ TEST(e2e_bearer_missing_unknown_expired)
     ASSERT_STR_CONTAINS(F.res[0].body, "\"message\": \"Request had invalid authentication "
                                        "credentials.");
     fx_teardown();
-    cJSON *rec = read_record();
+    cJSON *rec = fixture_read_jsonl(F.record_path);
     const cJSON *it;
     int expired = 0, missing = 0, unknown = 0, malformed = 0;
     cJSON_ArrayForEach(it, rec) {
@@ -1296,7 +1242,7 @@ TEST(e2e_scheme_with_colon_is_accepted)
         ASSERT_EQ_INT(0, find_frames(&r, NGHTTP2_RST_STREAM, NULL));
         ASSERT_EQ_INT(1, find_frames(&r, NGHTTP2_HEADERS, NULL)); /* the 401 answer */
         fx_teardown();
-        cJSON *rec = read_record();
+        cJSON *rec = fixture_read_jsonl(F.record_path);
         ASSERT_STR_EQ(ok[i], jstr(cJSON_GetArrayItem(rec, 0), "scheme"));
         ASSERT_EQ_INT(401, jnum(cJSON_GetArrayItem(rec, 0), "status"));
         cJSON_Delete(rec);
@@ -1342,7 +1288,7 @@ TEST(e2e_quota_fault_with_retry_after)
     ASSERT_STR_EQ("", F.res[1].retry_after);
     ASSERT_EQ_INT(200, F.res[2].status); /* dry runs are not sends */
     fx_teardown();
-    cJSON *rec = read_record();
+    cJSON *rec = fixture_read_jsonl(F.record_path);
     const cJSON *it, *l429 = NULL;
     cJSON_ArrayForEach(it, rec)
         if (jnum(it, "status") == 429)
@@ -1483,7 +1429,7 @@ TEST(e2e_collapsible_burst_of_twenty)
     ASSERT_EQ_INT(200, F.res[2].status);
     fx_teardown();
 
-    cJSON *rec = read_record();
+    cJSON *rec = fixture_read_jsonl(F.record_path);
     int n429 = 0;
     const cJSON *it;
     cJSON_ArrayForEach(it, rec) {
@@ -1543,7 +1489,7 @@ TEST(e2e_241st_message_to_a_token_is_429)
     ASSERT_STR_CONTAINS(F.res[240].body, "(limit: 240 per hour)");
     ASSERT_EQ_INT(200, F.res[241].status);
     fx_teardown();
-    cJSON *rec = read_record();
+    cJSON *rec = fixture_read_jsonl(F.record_path);
     const cJSON *it, *l429 = NULL;
     cJSON_ArrayForEach(it, rec)
         if (jnum(it, "status") == 429)
@@ -1607,7 +1553,7 @@ TEST(e2e_project_limit_takes_nothing_from_the_device)
     ASSERT_STR_CONTAINS(F.res[2].body, "(limit: 2 per minute)");
     ASSERT_STR_EQ("30", F.res[2].retry_after);
     fx_teardown();
-    cJSON *rec = read_record();
+    cJSON *rec = fixture_read_jsonl(F.record_path);
     const cJSON *it, *l429 = NULL;
     cJSON_ArrayForEach(it, rec)
         if (jnum(it, "status") == 429)

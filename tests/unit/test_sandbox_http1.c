@@ -15,6 +15,7 @@
  * the record's "http" field.
  */
 #include "tests/unit/test.h"
+#include "tests/unit/sandbox_fixture.h"
 
 #include "common/certgen.h"
 #include "common/jws.h"
@@ -257,30 +258,11 @@ struct fx {
 
 static struct fx F;
 
-static void remove_dir(void)
-{
-    DIR *d = opendir(F.dir);
-    if (d == NULL)
-        return;
-    struct dirent *e;
-    char path[512];
-    while ((e = readdir(d)) != NULL) {
-        if (e->d_name[0] == '.')
-            continue;
-        snprintf(path, sizeof path, "%s/%s", F.dir, e->d_name);
-        unlink(path);
-    }
-    closedir(d);
-    rmdir(F.dir);
-}
-
 static void fx_setup(void (*tune)(struct fx *))
 {
     memset(&F, 0, sizeof F);
     ASSERT_EQ_INT(0, uv_loop_init(&F.loop));
-    snprintf(F.dir, sizeof F.dir, "/tmp/sbx-h1-XXXXXX");
-    ASSERT_NOT_NULL(mkdtemp(F.dir));
-    atexit(remove_dir);
+    fixture_tmpdir("sbx-h1", F.dir, sizeof F.dir);
     char err[256], key[128], pub[128], cert[128], skey[128], spec[300];
     ASSERT_EQ_INT(0, certgen_ca_and_server(F.dir, err, sizeof err));
     snprintf(key, sizeof key, "%s/sa.key", F.dir);
@@ -322,27 +304,6 @@ static void fx_teardown(void)
     sbx_oauth_account_clear(&F.acct);
     SSL_CTX_free(F.sctx);
     EVP_PKEY_free(F.priv);
-}
-
-static cJSON *read_record(void)
-{
-    FILE *f = fopen(F.record_path, "r");
-    ASSERT_NOT_NULL(f);
-    cJSON *arr = cJSON_CreateArray();
-    static char line[70000];
-    while (fgets(line, sizeof line, f)) {
-        cJSON *o = cJSON_Parse(line);
-        ASSERT_NOT_NULL(o);
-        cJSON_AddItemToArray(arr, o);
-    }
-    fclose(f);
-    return arr;
-}
-
-static const char *jstr(const cJSON *o, const char *k)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
 /* A raw HTTP/1.1 client: writes |parts| 60 ms apart, parses responses. */
@@ -542,7 +503,7 @@ TEST(e2e_keep_alive_pipelining_and_split)
     ASSERT_EQ_INT(1, st->connections);
     ASSERT_EQ_INT(3, st->responses);
     fx_teardown();
-    cJSON *rec = read_record();
+    cJSON *rec = fixture_read_jsonl(F.record_path);
     ASSERT_EQ_INT(3, cJSON_GetArraySize(rec));
     const cJSON *l0 = cJSON_GetArrayItem(rec, 0);
     ASSERT_STR_EQ("http/1.1", jstr(l0, "http"));
@@ -596,7 +557,7 @@ TEST(e2e_token_then_send_without_alpn)
     ASSERT_STR_CONTAINS(h.body[0], "\"token_type\": \"Bearer\"");
     ASSERT_EQ_INT(200, h.status[1]);
     fx_teardown();
-    cJSON *rec = read_record();
+    cJSON *rec = fixture_read_jsonl(F.record_path);
     ASSERT_STR_EQ("oauth", jstr(cJSON_GetArrayItem(rec, 0), "provider"));
     ASSERT_STR_EQ("http/1.1", jstr(cJSON_GetArrayItem(rec, 0), "http"));
     ASSERT_STR_EQ("fcm", jstr(cJSON_GetArrayItem(rec, 1), "provider"));
@@ -690,7 +651,7 @@ TEST(e2e_stream_reset_closes_http1)
     ASSERT_EQ_INT(0, h.n);
     ASSERT_EQ_INT(1, sbx_server_stats(F.srv)->rst_streams);
     fx_teardown();
-    cJSON *rec = read_record();
+    cJSON *rec = fixture_read_jsonl(F.record_path);
     ASSERT_EQ_INT(0, cJSON_GetArraySize(rec)); /* not answered: not recorded */
     cJSON_Delete(rec);
 }
