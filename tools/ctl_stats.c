@@ -118,6 +118,27 @@ static void row(struct ctl_table *t, const char *what, double v, const char *not
     ctl_table_add(t, cells);
 }
 
+/* One table of |fam| summed by its labels |lnames| (rows sorted when |sort|);
+ * nothing when the family has no series. */
+static void group_table(const cJSON *root, const char *fam, const char *const *lnames,
+                        size_t nl, const char *title, const char *vhead, bool sort)
+{
+    struct group *g;
+    size_t n = group_by(root, fam, lnames, nl, &g);
+    if (n) {
+        if (sort)
+            qsort(g, n, sizeof *g, cmp_group);
+        struct ctl_table *t = ctl_table_new(2, (const char *const[]){ title, vhead });
+        for (size_t i = 0; i < n; i++) {
+            char b[48];
+            ctl_table_add(t, (const char *const[]){ g[i].key, num(g[i].v, b, sizeof b) });
+        }
+        ctl_table_print(t, stdout, 0);
+        printf("\n");
+    }
+    free_groups(g, n);
+}
+
 int ctl_cmd_stats(struct ctl *c, int argc, char **argv)
 {
     if (argc != 0) {
@@ -202,46 +223,14 @@ int ctl_cmd_stats(struct ctl *c, int argc, char **argv)
     ctl_table_print(t, stdout, 0);
     printf("\n");
 
-    struct group *g;
-    size_t n = group_by(root, "varsel_dead_letters_total", (const char *const[]){ "code" }, 1, &g);
-    if (n) {
-        qsort(g, n, sizeof *g, cmp_group);
-        t = ctl_table_new(2, (const char *const[]){ "DEAD LETTERS WRITTEN", "TOTAL" });
-        for (size_t i = 0; i < n; i++) {
-            char b[48];
-            ctl_table_add(t, (const char *const[]){ g[i].key, num(g[i].v, b, sizeof b) });
-        }
-        ctl_table_print(t, stdout, 0);
-        printf("\n");
-    }
-    free_groups(g, n);
-
-    n = group_by(root, "varsel_provider_responses_total",
-                 (const char *const[]){ "provider", "status", "reason" }, 3, &g);
-    if (n) {
-        qsort(g, n, sizeof *g, cmp_group);
-        t = ctl_table_new(2, (const char *const[]){ "PROVIDER ANSWERS", "TOTAL" });
-        for (size_t i = 0; i < n; i++) {
-            char b[48];
-            ctl_table_add(t, (const char *const[]){ g[i].key, num(g[i].v, b, sizeof b) });
-        }
-        ctl_table_print(t, stdout, 0);
-        printf("\n");
-    }
-    free_groups(g, n);
-
-    n = group_by(root, "varsel_provider_connections",
-                 (const char *const[]){ "provider", "app", "environment" }, 3, &g);
-    if (n) {
-        t = ctl_table_new(2, (const char *const[]){ "PROVIDER CONNECTIONS", "OPEN" });
-        for (size_t i = 0; i < n; i++) {
-            char b[48];
-            ctl_table_add(t, (const char *const[]){ g[i].key, num(g[i].v, b, sizeof b) });
-        }
-        ctl_table_print(t, stdout, 0);
-        printf("\n");
-    }
-    free_groups(g, n);
+    group_table(root, "varsel_dead_letters_total", (const char *const[]){ "code" }, 1,
+                "DEAD LETTERS WRITTEN", "TOTAL", true);
+    group_table(root, "varsel_provider_responses_total",
+                (const char *const[]){ "provider", "status", "reason" }, 3, "PROVIDER ANSWERS",
+                "TOTAL", true);
+    group_table(root, "varsel_provider_connections",
+                (const char *const[]){ "provider", "app", "environment" }, 3,
+                "PROVIDER CONNECTIONS", "OPEN", false);
 
     const cJSON *x;
     printf("Redis:");
