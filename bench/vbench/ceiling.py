@@ -113,23 +113,15 @@ def run(args, ts):
     tmp = tempfile.mkdtemp(prefix="ceiling-", dir=st.tmp)
     vs, hs = [], []
     try:
-        for i in range(args.rounds):
-            order = ("varsel", "h2load") if i % 2 == 0 else ("h2load", "varsel")
-            for who in order:
-                if who == "varsel":
-                    c.log(f"ceiling round {i + 1}/{args.rounds}: varsel, {wl.total:,} notifications")
-                    v = c.run_varsel(st, wl, connections=conns,
-                                     overrides=c.parse_sets(args.set), label=f"varsel {i + 1}")
-                    v.pop("_rows")
-                    vs.append(v)
-                    c.log(f"  varsel {v['rate_per_s']:,.0f}/s end to end, "
-                          f"{v['steady_rate_per_s'] or 0:,.0f}/s steady")
-                else:
-                    c.log(f"ceiling round {i + 1}/{args.rounds}: h2load -c {conns} -m {streams} "
-                          f"-n {wl.total}")
-                    hres = run_h2load(st, req, wl, conns, streams, tmp)
-                    hs.append(hres)
-                    c.log(f"  h2load {hres['rate_per_s']:,.0f} req/s")
+        for i, who in c.abba(args.rounds, "varsel", "h2load"):
+            if who == "varsel":
+                vs.append(c.varsel_round(st, wl, conns, args.set, i, args.rounds, NAME))
+            else:
+                c.log(f"ceiling round {i + 1}/{args.rounds}: h2load -c {conns} -m {streams} "
+                      f"-n {wl.total}")
+                hres = run_h2load(st, req, wl, conns, streams, tmp)
+                hs.append(hres)
+                c.log(f"  h2load {hres['rate_per_s']:,.0f} req/s")
     finally:
         st.stop()
 

@@ -892,6 +892,25 @@ def run_varsel(stack, workload, connections=2, overrides=None, binary=None,
     return res
 
 
+def abba(rounds, a, b):
+    """(round index, who) for |rounds| rounds in ABBA order (a b, b a, a b,
+    ...), so that drift on a shared machine hits both sides alike."""
+    for i in range(rounds):
+        for who in ((a, b) if i % 2 == 0 else (b, a)):
+            yield i, who
+
+
+def varsel_round(stack, workload, connections, sets, i, rounds, bench):
+    """One run_varsel round of a side-by-side bench, logged; rows dropped."""
+    log(f"{bench} round {i + 1}/{rounds}: varsel, {workload.total:,} notifications")
+    v = run_varsel(stack, workload, connections=connections, overrides=parse_sets(sets),
+                   label=f"varsel {i + 1}")
+    v.pop("_rows")
+    log(f"  varsel {v['rate_per_s']:,.0f}/s end to end, "
+        f"{v['steady_rate_per_s'] or 0:,.0f}/s steady")
+    return v
+
+
 def _child_of(pid):
     try:
         kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()

@@ -106,22 +106,15 @@ def run(args, ts):
     tmp = tempfile.mkdtemp(prefix="peer-", dir=st.tmp)
     vs, ns = [], []
     try:
-        for i in range(args.rounds):
-            order = ("varsel", "node") if i % 2 == 0 else ("node", "varsel")
-            for who in order:
-                if who == "varsel":
-                    c.log(f"peer round {i + 1}/{args.rounds}: varsel, {wl.total:,} notifications")
-                    v = c.run_varsel(st, wl, connections=conns,
-                                     overrides=c.parse_sets(args.set), label=f"varsel {i + 1}")
-                    v.pop("_rows")
-                    vs.append(v)
-                    c.log(f"  varsel {v['rate_per_s']:,.0f}/s end to end")
-                else:
-                    c.log(f"peer round {i + 1}/{args.rounds}: node-apn {version}, "
-                          f"{conns} client(s), window {window}")
-                    n = run_node(st, req, wl, conns, window, tmp)
-                    ns.append(n)
-                    c.log(f"  node-apn {n['rate_per_s']:,.0f}/s, {n['cpu_s']:.2f} CPU s")
+        for i, who in c.abba(args.rounds, "varsel", "node"):
+            if who == "varsel":
+                vs.append(c.varsel_round(st, wl, conns, args.set, i, args.rounds, NAME))
+            else:
+                c.log(f"peer round {i + 1}/{args.rounds}: node-apn {version}, "
+                      f"{conns} client(s), window {window}")
+                n = run_node(st, req, wl, conns, window, tmp)
+                ns.append(n)
+                c.log(f"  node-apn {n['rate_per_s']:,.0f}/s, {n['cpu_s']:.2f} CPU s")
     finally:
         st.stop()
 

@@ -66,10 +66,8 @@ def one_round(st, wl, n_procs, timeout=600):
 def run(args, ts):
     wl = c.Workload(args.events, args.recipients)
     st = c.Stack(args.build, bench=True, keep=args.keep).start()
-    order = []
-    for i in range(args.rounds):
-        # ABBA: 1, N, N, 1, 1, N, ...
-        order.append(1 if i % 4 in (0, 3) else args.processes)
+    # --rounds counts single runs; abba pairs them: 1 N, N 1, ...
+    order = [n for _, n in c.abba((args.rounds + 1) // 2, 1, args.processes)][:args.rounds]
     rounds = []
     try:
         for i, n in enumerate(order):
