@@ -264,7 +264,8 @@ static enum result say(struct outcome *o, enum result r, const char *fmt, ...)
     return r;
 }
 
-static enum result replay_event_text(struct ctl *c, const redisReply *ev, struct outcome *o);
+static enum result replay_event_text(struct ctl *c, const char *stream, const redisReply *ev,
+                                     struct outcome *o);
 
 /*
  * The original a dead letter names in `original_key` (varseld keeps it
@@ -311,31 +312,36 @@ static enum result replay_event(struct ctl *c, const redisReply *f, struct outco
     }
     if (ev == NULL || ev->type != REDIS_REPLY_STRING)
         return say(o, R_NOT_REPLAYABLE, "the entry had no 'event' field: nothing to publish");
-    enum result res = replay_event_text(c, ev, o);
+    /* Back to the stream it came from (a region's, or the urgent one), unless
+     * --stream names another. */
+    const char *src = ctl_entry_str(f, "source_stream");
+    const char *stream = c->o.stream || src[0] == '\0' ? c->stream : src;
+    enum result res = replay_event_text(c, stream, ev, o);
     if (kept)
         freeReplyObject(kept);
     return res;
 }
 
-static enum result replay_event_text(struct ctl *c, const redisReply *ev, struct outcome *o)
+static enum result replay_event_text(struct ctl *c, const char *stream, const redisReply *ev,
+                                     struct outcome *o)
 {
     char reason[EVENT_REASON_MAX];
     struct event *pe = NULL;
     int prc = event_parse(ev->str, ev->len, &pe, reason, sizeof reason);
     event_free(pe);
-    const char *argv[] = { "XADD", c->stream, "*", "event", ev->str };
-    size_t lens[] = { 4, strlen(c->stream), 1, 5, ev->len };
+    const char *argv[] = { "XADD", stream, "*", "event", ev->str };
+    size_t lens[] = { 4, strlen(stream), 1, 5, ev->len };
     redisReply *r = ctl_cmd(c, true, 5, argv, lens);
     if (r == NULL || r->type != REDIS_REPLY_STRING) {
         if (r)
             freeReplyObject(r);
-        return say(o, R_ERROR, "publishing to %s failed", c->stream);
+        return say(o, R_ERROR, "publishing to %s failed", stream);
     }
     if (prc != 0)
         say(o, R_PUBLISHED, "published to %s as %s; still malformed (%s: %s): varseld will "
-            "dead-letter it again", c->stream, r->str, event_error_code(prc), reason);
+            "dead-letter it again", stream, r->str, event_error_code(prc), reason);
     else
-        say(o, R_PUBLISHED, "published to %s as %s", c->stream, r->str);
+        say(o, R_PUBLISHED, "published to %s as %s", stream, r->str);
     freeReplyObject(r);
     return o->r;
 }
@@ -435,9 +441,8 @@ static enum result replay_delivery(struct ctl *c, const char *dead_id, const red
     if (given && given[0]) {
         snprintf(rid, sizeof rid, "%s", given);
     } else {
-        char name[600];
-        int nl = snprintf(name, sizeof name, "%s|%s|%s|%s", tenant, event, user, device);
-        uuid_from_name(name, (size_t)(nl < (int)sizeof name ? nl : (int)sizeof name - 1), rid);
+        const char *parts[] = { tenant, event, user, device };
+        uuid_from_parts(parts, 4, '|', rid); /* as daemon/delivery.c, never cut */
     }
     int64_t now = now_ms();
     int64_t deadline = jnum(data, "deadline");

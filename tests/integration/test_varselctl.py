@@ -689,3 +689,21 @@ def test_dead_replay_of_fcm_delivery_uses_the_new_token(ctx):
     sent = [x for x in sb2.accepted("fcm")]
     check_eq([new], [x["token"] for x in sent], "sent once, to the new token")
     check(old not in json.dumps(sb2.records()), "the old token was not used")
+
+
+def test_dead_replay_goes_back_to_the_source_stream(ctx):
+    """A bad event from the urgent stream is replayed to the urgent stream
+    (where it keeps its priority), not to the events stream."""
+    rs, sb, d, r = stack(ctx)
+    register(r, "kari", "phone")
+    bad = h.absence_alert(["kari"], "s-1", "Nora")
+    del bad["student"]
+    h.publish(r, bad, stream="varsel:urgent")
+    wait_for(lambda: len(h.dead_letters(r)) == 1, 20, what="a dead letter")
+    dl = h.dead_letters(r)[0]
+    check_eq("varsel:urgent", dl["source_stream"], "source stream recorded")
+    before = r.xlen(h.STREAM)
+    rc, out, err = ctl(ctx, "dead", "replay", dl["_id"], redis=rs)
+    check_eq(0, rc, f"replay ({out!r} {err!r})")
+    check("published to varsel:urgent as" in out, out)
+    check_eq(before, r.xlen(h.STREAM), "nothing published to the events stream")
