@@ -769,21 +769,25 @@ static struct delivery *from_retry_data(struct delivery_ctx *ctx, const char *id
 }
 
 /* Replace the first "token":"OLD" in an FCM body with the new token. */
-static void fcm_body_swap_token(struct delivery *d, const char *old, const char *neu)
+/* Replace the first "token":"OLD" in an FCM body with the new token.
+ * false when the body holds no such text (it is then left alone). FCM
+ * tokens are checked at registration to need no JSON escaping. */
+static bool fcm_body_swap_token(struct delivery *d, const char *old, const char *neu)
 {
     char pat[4200];
     snprintf(pat, sizeof pat, "\"token\":\"%s\"", old);
     char *at = strstr(d->body, pat);
     if (at == NULL)
-        return;
+        return false;
     size_t pre = (size_t)(at - d->body), plen = strlen(pat), nlen = strlen(neu);
-    size_t len = d->body_len - plen + nlen + 10;
+    size_t len = d->body_len - plen + nlen + sizeof "\"token\":\"\"";
     char *b = xmalloc(len + 1);
     int n = snprintf(b, len + 1, "%.*s\"token\":\"%s\"%s", (int)pre, d->body, neu,
                      at + plen);
     free(d->body);
     d->body = b;
     d->body_len = (size_t)n;
+    return true;
 }
 
 static void on_retry_device(redisAsyncContext *ac, void *reply_, void *priv)
@@ -806,11 +810,13 @@ static void on_retry_device(redisAsyncContext *ac, void *reply_, void *priv)
     }
     if (strcmp(cur.token, d->token) != 0 && strcmp(cur.app, d->app_name) == 0 &&
         strcmp(cur.platform, d->platform) == 0) {
-        if (d->prov == PROV_FCM && d->body)
-            fcm_body_swap_token(d, d->token, cur.token);
-        free(d->token_owned);
-        d->token_owned = xstrdup(cur.token);
-        d->token = d->token_owned;
+        /* FCM carries the token in the body: switch only when the body
+         * did, so the receipt names the token the request went to. */
+        if (d->prov != PROV_FCM || (d->body && fcm_body_swap_token(d, d->token, cur.token))) {
+            free(d->token_owned);
+            d->token_owned = xstrdup(cur.token);
+            d->token = d->token_owned;
+        }
     }
     registry_device_clear(&cur);
     delivery_start(d);

@@ -149,7 +149,7 @@ struct pipeline {
     struct job *jobs;            /* list of active jobs */
     struct job **job_hash;       /* the same jobs by entry id (job_find) */
     size_t job_hash_size;        /* a power of two, >= n_jobs / 2 */
-    struct job *wait_head, *wait_tail; /* jobs waiting for room in the window */
+    struct job *wait_head;       /* jobs waiting for room in the window, urgent first */
     size_t n_jobs;
     size_t expanding;            /* recipients whose device lookups are out:
                                     counted in the window with dctx.active */
@@ -243,16 +243,11 @@ static struct job *job_new(struct pipeline *pl, struct pl_stream *src, struct st
 
 static void wait_remove(struct pipeline *pl, struct job *j)
 {
-    struct job **pp = &pl->wait_head, *prev = NULL;
-    while (*pp && *pp != j) {
-        prev = *pp;
+    struct job **pp = &pl->wait_head;
+    while (*pp && *pp != j)
         pp = &(*pp)->wnext;
-    }
-    if (*pp) {
+    if (*pp)
         *pp = j->wnext;
-        if (pl->wait_tail == j)
-            pl->wait_tail = prev;
-    }
     j->waiting = false;
     j->wnext = NULL;
 }
@@ -590,22 +585,11 @@ static void job_next_slice(struct job *j)
          * Urgent jobs queue ahead of every bulk job. */
         if (!j->waiting) {
             j->waiting = true;
-            struct job **pp = &pl->wait_head, *prev = NULL;
-            if (j->urgent)
-                while (*pp && (*pp)->urgent) {
-                    prev = *pp;
-                    pp = &(*pp)->wnext;
-                }
-            else
-                while (*pp) {
-                    prev = *pp;
-                    pp = &(*pp)->wnext;
-                }
+            struct job **pp = &pl->wait_head;
+            while (*pp && (!j->urgent || (*pp)->urgent))
+                pp = &(*pp)->wnext;
             j->wnext = *pp;
             *pp = j;
-            if (j->wnext == NULL)
-                pl->wait_tail = j;
-            (void)prev;
         }
         return;
     }
@@ -829,8 +813,8 @@ static void on_delivery_done(struct delivery *d, void *arg)
             j->pl->st.sent++;
         else if (strcmp(st, "invalid_token") == 0)
             j->pl->st.invalid_token++;
-        else if (strcmp(st, "retrying") != 0)
-            j->pl->st.failed++;
+        else if (strcmp(st, "failed") == 0 || strcmp(st, "expired") == 0)
+            j->pl->st.failed++; /* retrying, held and muted are not failures */
     } else {
         j->unsettled_lost = true;
     }
@@ -992,13 +976,15 @@ static void job_start(struct pipeline *pl, struct pl_stream *src, struct stream_
     }
 }
 
+/* Start the entries of |arr| read from |st|; |history|: they are this
+ * consumer's own pending ones, and the history cursor moves past them. */
 static void start_entries(struct pipeline *pl, struct pl_stream *st, const redisReply *arr,
-                          size_t *count)
+                          bool history, size_t *count)
 {
     struct stream_entry *v;
     size_t n = stream_parse_entries(arr, &v);
     *count = n;
-    if (n && st->history)
+    if (n && history)
         snprintf(st->history_id, sizeof st->history_id, "%s", v[n - 1].id);
     for (size_t i = 0; i < n; i++)
         job_start(pl, st, &v[i]);
@@ -1050,7 +1036,7 @@ static void on_read(redisAsyncContext *ac, void *r, void *priv)
             if (st == NULL)
                 continue;
             size_t n = 0, k = (size_t)(st - pl->streams) - rd->first;
-            start_entries(pl, st, s->element[1], &n);
+            start_entries(pl, st, s->element[1], st->history, &n);
             if (k < 8) {
                 got[k] += n;
                 answered[k] = true;
@@ -1267,10 +1253,7 @@ static void on_autoclaim(redisAsyncContext *ac, void *r, void *priv)
     if (reply->element[0]->type == REDIS_REPLY_STRING)
         snprintf(st->claim_cursor, sizeof st->claim_cursor, "%s", reply->element[0]->str);
     size_t n = 0;
-    bool hist = st->history;
-    st->history = false; /* start_entries must not move the history cursor */
-    start_entries(pl, st, reply->element[1], &n);
-    st->history = hist;
+    start_entries(pl, st, reply->element[1], false, &n);
     if (n)
         log_info("pipeline", "took over %zu idle entries of %s", n, st->key);
     /* Redis 7: ids of pending entries deleted from the stream. */
