@@ -28,13 +28,21 @@ static const char schedule_lua[] =
 /*
  * The shared decision. ARGV of both scripts start with: prefix, maxlen,
  * now_ms. decide(member, force) returns the why written, false when a
- * device was reached (schedule dropped), or nil when it must wait.
+ * device was reached (schedule dropped), or nil when it must wait. An
+ * unreadable record is dropped: one bad entry must not stop every later
+ * check (the oldest come first).
  */
 #define DECIDE_LUA                                                                   \
     "local function decide(member, due)\n"                                           \
     "  local data = redis.call('HGET', KEYS[2], member)\n"                           \
     "  if not data then redis.call('ZREM', KEYS[1], member) return false end\n"      \
-    "  local d = cjson.decode(data)\n"                                               \
+    "  local ok, d = pcall(cjson.decode, data)\n"                                    \
+    "  if not ok or type(d) ~= 'table' or type(d.tenant) ~= 'string' or\n"          \
+    "     type(d.event) ~= 'string' then\n"                                          \
+    "    redis.call('ZREM', KEYS[1], member)\n"                                      \
+    "    redis.call('HDEL', KEYS[2], member)\n"                                      \
+    "    return false\n"                                                             \
+    "  end\n"                                                                        \
     "  local sk = ARGV[1] .. '{' .. d.tenant .. '}:status:' .. d.event\n"            \
     "  local st = redis.call('HVALS', sk)\n"                                         \
     "  local pending = false\n"                                                      \

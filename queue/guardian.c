@@ -22,49 +22,56 @@
  */
 static const char prefs_lua[] =
     "local at = tonumber(ARGV[2])\n"
-    "local er = redis.call('HGET', KEYS[2], ':erased')\n"
+    "local er = redis.call('HGET', KEYS[2], '" GUARDIAN_ERASED_FIELD "')\n"
     "if er and tonumber(er) >= at then return 'stale' end\n"
-    "local cur = redis.call('HGET', KEYS[1], ':prefs')\n"
+    "local cur = redis.call('HGET', KEYS[1], '" GUARDIAN_PREFS_FIELD "')\n"
     "if cur then\n"
-    "  local c = cjson.decode(cur)\n"
-    "  if tonumber(c.updated_at) > at then return 'stale' end\n"
+    "  local ok, c = pcall(cjson.decode, cur)\n"
+    "  if ok and type(c) == 'table' and (tonumber(c.updated_at) or 0) > at then\n"
+    "    return 'stale'\n"
+    "  end\n"
     "end\n"
-    "redis.call('HSET', KEYS[1], ':prefs', ARGV[1])\n"
+    "redis.call('HSET', KEYS[1], '" GUARDIAN_PREFS_FIELD "', ARGV[1])\n"
     "return 'ok'\n";
 
 /*
  * Erase step 1. KEYS: devices hash, gone hash. ARGV: prefix, tenant, user,
- * occurred_ms. Removes every device (and its token index entry when it
- * still points here) and the preferences; adds ":erased" to the tombstones
- * (device ids and times only, which expire after 30 days) so that older
- * events arriving late cannot bring the guardian back.
+ * occurred_ms. Removes every device registered at or before the erasure
+ * (and its token index entry when it still points here) and preferences
+ * set at or before it: what a newer event wrote stays, as everywhere in
+ * the registry. Adds ":erased" to the tombstones (device ids and times
+ * only, which expire after 30 days) so that older events arriving late
+ * cannot bring the guardian back.
  */
 static const char erase_devices_lua[] =
     "local at = tonumber(ARGV[4])\n"
-    "local er = redis.call('HGET', KEYS[2], ':erased')\n"
+    "local er = redis.call('HGET', KEYS[2], '" GUARDIAN_ERASED_FIELD "')\n"
     "local all = redis.call('HGETALL', KEYS[1])\n"
     "local n = 0\n"
     "for i = 1, #all, 2 do\n"
     "  local f, v = all[i], all[i + 1]\n"
-    "  if f ~= ':prefs' then\n"
-    "    local ok, d = pcall(cjson.decode, v)\n"
-    "    if ok and type(d) == 'table' and d.app and d.token then\n"
-    "      local ik = ARGV[1] .. 'token:' .. d.app .. ':' .. d.token\n"
-    "      local o = redis.call('GET', ik)\n"
-    "      if o then\n"
-    "        local ok2, oo = pcall(cjson.decode, o)\n"
-    "        if ok2 and oo.tenant == ARGV[2] and oo.user == ARGV[3] then\n"
-    "          redis.call('DEL', ik)\n"
+    "  local ok, d = pcall(cjson.decode, v)\n"
+    "  if not ok or type(d) ~= 'table' then d = {} end\n"
+    "  if (tonumber(d.updated_at) or 0) <= at then\n"
+    "    if f ~= '" GUARDIAN_PREFS_FIELD "' then\n"
+    "      if type(d.app) == 'string' and type(d.token) == 'string' then\n"
+    "        local ik = ARGV[1] .. 'token:' .. d.app .. ':' .. d.token\n"
+    "        local o = redis.call('GET', ik)\n"
+    "        if o then\n"
+    "          local ok2, oo = pcall(cjson.decode, o)\n"
+    "          if ok2 and type(oo) == 'table' and oo.tenant == ARGV[2] and\n"
+    "             oo.user == ARGV[3] then\n"
+    "            redis.call('DEL', ik)\n"
+    "          end\n"
     "        end\n"
     "      end\n"
+    "      n = n + 1\n"
     "    end\n"
-    "    n = n + 1\n"
+    "    redis.call('HDEL', KEYS[1], f)\n"
     "  end\n"
     "end\n"
-    "redis.call('DEL', KEYS[1])\n"
-
     "if not er or tonumber(er) < at then er = ARGV[4] end\n"
-    "redis.call('HSET', KEYS[2], ':erased', er)\n"
+    "redis.call('HSET', KEYS[2], '" GUARDIAN_ERASED_FIELD "', er)\n"
     "redis.call('EXPIRE', KEYS[2], " TOMBSTONE_TTL_S ")\n"
     "return n\n";
 
@@ -131,7 +138,7 @@ static const char prune_lua[] =
     "    local all = redis.call('HGETALL', k)\n"
     "    for i = 1, #all, 2 do\n"
     "      local f, v = all[i], all[i + 1]\n"
-    "      if f ~= ':prefs' then\n"
+    "      if f ~= '" GUARDIAN_PREFS_FIELD "' then\n"
     "        local ok, d = pcall(cjson.decode, v)\n"
     "        if ok and type(d) == 'table' and tonumber(d.updated_at) and\n"
     "           tonumber(d.updated_at) < cutoff then\n"
@@ -144,7 +151,8 @@ static const char prune_lua[] =
     "            local o = redis.call('GET', ik)\n"
     "            if o then\n"
     "              local ok2, oo = pcall(cjson.decode, o)\n"
-    "              if ok2 and oo.tenant == t and oo.user == u and oo.device == f then\n"
+    "              if ok2 and type(oo) == 'table' and oo.tenant == t and\n"
+    "                 oo.user == u and oo.device == f then\n"
     "                redis.call('DEL', ik)\n"
     "              end\n"
     "            end\n"
@@ -323,7 +331,8 @@ static void on_erase_step(redisAsyncContext *ac, void *r, void *priv)
     erase_next(g);
 }
 
-static void erase_next(struct guardian_erase *g)
+/* Send the current step's script; 0, or -1 when it could not be sent. */
+static int erase_send(struct guardian_erase *g)
 {
     int rc = -1;
     if (g->step == ERASE_DEVICES) {
@@ -359,7 +368,13 @@ static void erase_next(struct guardian_erase *g)
         const char *argv[] = { kz, kl, kd, g->cursor, g->tenant, g->user, ERASE_BATCH };
         rc = redis_conn_eval(g->c, &erase_retries_script, on_erase_step, g, 3, 7, argv, NULL);
     }
-    if (rc != 0)
+    return rc;
+}
+
+/* Inside a reply callback: the next step, or the end on a send failure. */
+static void erase_next(struct guardian_erase *g)
+{
+    if (erase_send(g) != 0)
         erase_finish(g, -1);
 }
 
@@ -378,7 +393,14 @@ int guardian_erase_start(struct redis_conn *c, const char *prefix, const char *t
     g->done = done;
     g->arg = arg;
     g->step = ERASE_DEVICES;
-    erase_next(g); /* a failure to send calls |done| with -1 */
+    if (erase_send(g) != 0) {
+        /* Nothing sent: |done| is not called, as for every other start. */
+        free(g->prefix);
+        free(g->tenant);
+        free(g->user);
+        free(g);
+        return -1;
+    }
     return 0;
 }
 

@@ -24,7 +24,8 @@
 #include "queue/event.h"
 #include "queue/redis.h"
 
-#define GUARDIAN_PREFS_FIELD ":prefs"
+#define GUARDIAN_PREFS_FIELD ":prefs"   /* in the devices hash */
+#define GUARDIAN_ERASED_FIELD ":erased" /* in the tombstones (gone) hash */
 
 struct guardian_prefs {
     unsigned muted_mask;        /* bit (1u << enum event_type) per muted type */
@@ -56,8 +57,10 @@ bool guardian_in_quiet_hours(const struct guardian_prefs *p, int now_min);
  * the guardian's given-up deliveries (<prefix>dead:payload:TENANT:USER:...).
  * Runs as a series of bounded
  * steps (SCAN / HSCAN in batches), so Redis is never blocked for long.
- * |done| gets 0 when all is erased, -1 when a step failed (the caller keeps
- * the event pending; erasing again is harmless). The object frees itself.
+ * Returns -1 when nothing could be sent (|done| is then never called);
+ * otherwise |done| gets 0 later when all is erased, -1 when a step failed
+ * (the caller keeps the event pending; erasing again is harmless). The
+ * object frees itself.
  */
 struct guardian_erase;
 int guardian_erase_start(struct redis_conn *c, const char *prefix, const char *tenant,

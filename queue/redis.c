@@ -656,6 +656,9 @@ void redis_script_init(struct redis_script *s, const char *text)
 
 void redis_conn_add_script(struct redis_conn *c, const struct redis_script *s)
 {
+    for (int i = 0; i < c->n_scripts; i++)
+        if (c->scripts[i] == s)
+            return; /* registered already (several users of one module) */
     if (c->n_scripts >= MAX_SCRIPTS) {
         /* A script left out would fail with NOSCRIPT after every reconnect:
          * a programming error, caught by every test that starts varseld. */

@@ -218,16 +218,6 @@ int sentinel_lookup(struct sentinel *s, sentinel_addr_cb cb, void *priv)
     return 0;
 }
 
-void sentinel_cancel(struct sentinel *s)
-{
-    if (!s->lk_active)
-        return;
-    uv_timer_stop(&s->lk.timer);
-    link_close(&s->lk);
-    s->lk_active = false;
-    s->lk_cb = NULL;
-}
-
 /* ---- watch ------------------------------------------------------------- */
 
 static void w_on_start(uv_timer_t *t);

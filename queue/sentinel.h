@@ -50,13 +50,9 @@ struct sentinel *sentinel_new(uv_loop_t *loop, const struct sentinel_config *cfg
 
 /*
  * Ask for the master's address. |cb| is called exactly once (from the loop,
- * never from inside this call) unless sentinel_cancel or sentinel_free
- * comes first. Returns 0, or -1 when a lookup is already running.
+ * never from inside this call) unless sentinel_free comes first. Returns 0, or -1 when a lookup is already running.
  */
 int sentinel_lookup(struct sentinel *s, sentinel_addr_cb cb, void *priv);
-
-/* Drop the running lookup, if any; its callback is not called. */
-void sentinel_cancel(struct sentinel *s);
 
 /* Stop everything; no callback fires afterwards. |s| is freed once libuv
  * has closed its handles. */

@@ -616,3 +616,34 @@ def test_bad_tokens_are_dead_lettered_at_registration(ctx):
         check_eq("invalid_field", dl["code"], f"code: {dl}")
         check("token" in dl["reason"], f"the reason names the token field: {dl['reason']}")
     check_eq({}, h.devices(r, h.TENANT, "g-kari"), "nothing registered")
+
+
+def test_an_unreadable_escalation_record_does_not_stop_the_others(ctx):
+    """A broken record in the escalation schedule (the oldest, so first in
+    every run) is dropped; the alert behind it is still escalated."""
+    rs, sb, d, r = stack(ctx, tenant={"escalate_after_s": "10"})
+    r.call("ZADD", h.PREFIX + "escalate", "1", "oslo|broken")
+    r.call("HSET", h.PREFIX + "escalate:data", "oslo|broken", "{not json")
+    ev = h.absence_alert(["g-nobody"], "s-9", "Nora")
+    h.publish(r, ev, stream=URGENT)
+    wait_for(lambda: r.xlen(ESCALATIONS) == 1, 20, what="the alert escalated")
+    check_eq(ev["id"], r.xrange(ESCALATIONS)[0][1]["event"], "the real alert")
+    wait_for(lambda: r.call("ZSCORE", h.PREFIX + "escalate", "oslo|broken") is None, 10,
+             what="the broken record dropped")
+
+
+def test_user_erase_keeps_what_a_newer_event_wrote(ctx):
+    """An erasure that is processed late removes what was registered before
+    it, not a device registered after it (occurred_at decides, as for every
+    registry change)."""
+    rs, sb, d, r = stack(ctx)
+    old, new = h.new_token(), h.new_token()
+    register(r, [h.device_register("g-kari", "old-phone", old,
+                                   occurred_at=h.rfc3339(-120))])
+    register(r, [h.device_register("g-kari", "new-phone", new)])
+    h.publish(r, h.event("user.erase", user="g-kari", occurred_at=h.rfc3339(-60)))
+    wait_for(lambda: "old-phone" not in h.devices(r, h.TENANT, "g-kari"), 20,
+             what="the older device erased")
+    check("new-phone" in h.devices(r, h.TENANT, "g-kari"),
+          "the device registered after the erasure stays")
+    check_eq(None, h.token_owner(r, h.APP, old), "the older token's index entry is gone")
