@@ -7,7 +7,7 @@ SANITIZER ?=
 OPT      ?= -O2
 BUILD    ?= build
 
-PKGS     := libuv libnghttp2 openssl hiredis libcjson inih
+PKGS     := libuv libnghttp2 openssl hiredis libcjson inih libxxhash
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lhttp_parser
 

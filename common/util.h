@@ -31,8 +31,9 @@ size_t b64_encode(const unsigned char *in, size_t n, char *out);
 /* Lowercase canonical UUID v4 from random bytes into out[37]. */
 void uuid_v4(char out[37]);
 /*
- * Deterministic lowercase UUID (v5-like layout, SHA-256 based) from |name|,
- * so the same delivery always gets the same id. out[37].
+ * Deterministic lowercase UUID (version 8 layout, XXH3-128 of |name|), so
+ * the same delivery always gets the same id. Unique for distinct names,
+ * not a cryptographic digest. out[37].
  */
 void uuid_from_name(const char *name, size_t len, char out[37]);
 
@@ -42,9 +43,8 @@ void uuid_from_name(const char *name, size_t len, char out[37]);
  */
 void uuid_from_parts(const char *const *parts, size_t n, char sep, char out[37]);
 
-/* SHA-256 of |in| (for ids, not for secrets: not constant-time). */
-void sha256(const void *in, size_t n, unsigned char md[32]);
-/* Lowercase hex of SHA-256 of |in| into out[65]. */
+/* Lowercase hex of SHA-256 of |in| into out[65] (OpenSSL; aborts if the
+ * digest is unavailable). */
 void sha256_hex(const void *in, size_t n, char out[65]);
 
 /*

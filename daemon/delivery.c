@@ -204,13 +204,7 @@ static void collapse_id(const char *event_id, char out[65])
 static void build_body(struct delivery *d, const struct event *ev, int badge,
                        const char *title, const char *body)
 {
-    /* Once per event: every delivery of it has the same thread. */
-    struct delivery_ctx *ctx = d->ctx;
-    if (ctx->thread_ev != ev) {
-        thread_of(ev, ctx->thread, sizeof ctx->thread);
-        ctx->thread_ev = ev;
-    }
-    const char *thread = ctx->thread;
+    const char *thread = d->ctx->thread; /* set by delivery_new */
     char buf[BODY_MAX + 1024];
     size_t len = 0;
     if (d->prov == PROV_APNS) {
@@ -270,7 +264,14 @@ struct delivery *delivery_new(struct delivery_ctx *ctx, void *owner, const struc
     d->hold_until_ms = o->hold_until_ms;
     d->muted = o->muted;
     d->priority = apns_priority(ev);
-    collapse_id(ev->id, d->collapse_id);
+    /* Once per event: every delivery of it has the same thread and
+     * collapse id. */
+    if (ctx->thread_ev != ev) {
+        thread_of(ev, ctx->thread, sizeof ctx->thread);
+        collapse_id(ev->id, ctx->collapse);
+        ctx->thread_ev = ev;
+    }
+    memcpy(d->collapse_id, ctx->collapse, sizeof d->collapse_id);
     const char *id_parts[4] = { ev->tenant, ev->id, user, dev->device };
     uuid_from_parts(id_parts, 4, '|', d->retry_id);
     if (d->app == NULL) {

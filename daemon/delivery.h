@@ -55,8 +55,10 @@ struct delivery_ctx {
     bool claiming;
     struct receipts_batch *settle_batch; /* settlements of this loop turn */
     struct templates_cache *render_cache; /* texts of the event being expanded */
-    const struct event *thread_ev;   /* the event thread[] is of (forgotten with it) */
+    const struct event *thread_ev;   /* the event thread[] and collapse[] are
+                                        of (forgotten with it) */
     char thread[160];                /* its thread id (APNs thread-id, FCM tag) */
+    char collapse[65];               /* its apns-collapse-id */
     uv_timer_t timer;                /* retry poller and lease renewal */
     struct devlimit *fcm_limit;      /* per-device pacing of FCM sends (owned) */
     uint64_t last_renew_ms;

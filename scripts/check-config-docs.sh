@@ -22,9 +22,9 @@ cat >"$tmp/dump.c" <<'C'
 int main(void) { config_dump_keys(stdout); return 0; }
 C
 # shellcheck disable=SC2046
-$CC -std=gnu11 -D_GNU_SOURCE -I. $(pkg-config --cflags libcjson inih openssl) \
+$CC -std=gnu11 -D_GNU_SOURCE -I. $(pkg-config --cflags libcjson inih openssl libxxhash) \
     -o "$tmp/dump" "$tmp/dump.c" config/config.c common/util.c common/log.c \
-    $(pkg-config --libs libcjson inih openssl) -lm
+    $(pkg-config --libs libcjson inih openssl libxxhash) -lm
 "$tmp/dump" | cut -f1,2 >"$tmp/table"          # "section<TAB>key"
 [ -s "$tmp/table" ] || { echo "check-config-docs: empty key table" >&2; exit 1; }
 

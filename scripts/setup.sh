@@ -14,7 +14,7 @@ export DEBIAN_FRONTEND=noninteractive
 
 PACKAGES=(
     build-essential make pkg-config gcc clang libclang-rt-14-dev
-    libuv1-dev libnghttp2-dev libssl-dev libhiredis-dev libcjson-dev
+    libuv1-dev libnghttp2-dev libssl-dev libhiredis-dev libcjson-dev libxxhash-dev
     libinih-dev libhttp-parser-dev
     redis-server redis-tools redis-sentinel nghttp2-client
     python3 python3-jsonschema openssl ca-certificates procps

@@ -6,7 +6,7 @@
  * valid UTF-8 and valid JSON whose texts are prefixes of the inputs.
  *
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -I. -I/usr/include/cjson \
- *     tests/fuzz/fuzz_apns_response.c apns/payload.c common/util.c -lcjson -lssl -lcrypto \
+ *     tests/fuzz/fuzz_apns_response.c apns/payload.c common/util.c -lcjson -lxxhash -lssl -lcrypto \
  *     -o build/fuzz_apns_response
  *   build/fuzz_apns_response tests/fuzz/corpus/apns_response
  */

@@ -4,7 +4,7 @@
  *
  * Build: clang -fsanitize=fuzzer,address,undefined -I. -D_GNU_SOURCE \
  *          tests/fuzz/fuzz_config.c config/config.c common/util.c common/log.c \
- *          $(pkg-config --cflags --libs libcjson inih openssl) -lm -o fuzz_config
+ *          $(pkg-config --cflags --libs libcjson inih openssl libxxhash) -lm -o fuzz_config
  * Run:   ./fuzz_config tests/fuzz/corpus/config
  *
  * Each input is written to a private temp file (config_load takes a path)

@@ -3,7 +3,7 @@
  *
  * Build: clang -fsanitize=fuzzer,address,undefined -I. -D_GNU_SOURCE \
  *          tests/fuzz/fuzz_event.c queue/event.c common/util.c common/log.c \
- *          $(pkg-config --cflags --libs libcjson openssl) -lm -o fuzz_event
+ *          $(pkg-config --cflags --libs libcjson openssl libxxhash) -lm -o fuzz_event
  * Run:   ./fuzz_event tests/fuzz/corpus/event
  *
  * Beyond "no crash, no leak" it checks the parser's promises: a result is 0

@@ -5,7 +5,7 @@
  * or not UTF-8 safe, outcomes out of range, a 2xx not SENT).
  *
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -I. -I/usr/include/cjson \
- *     tests/fuzz/fuzz_fcm_errors.c fcm/errors.c common/util.c -lcjson -lssl -lcrypto \
+ *     tests/fuzz/fuzz_fcm_errors.c fcm/errors.c common/util.c -lcjson -lxxhash -lssl -lcrypto \
  *     -o build/fuzz_fcm_errors
  *   build/fuzz_fcm_errors tests/fuzz/corpus/fcm_errors
  */
