@@ -28,6 +28,10 @@
 #include "common/util.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
+#include <dirent.h>
+#include <limits.h>
+#include <stdlib.h>
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 #include <pthread.h>
@@ -299,6 +303,55 @@ static SSL_CTX *ctx_common(const SSL_METHOD *method, char *err, size_t errlen)
     return ctx;
 }
 
+/* Whether |dir| (a single directory) holds a name like "5ad8a5d6.0". */
+static bool dir_has_hashed_certs(const char *dir)
+{
+    if (dir == NULL || strchr(dir, ':') != NULL)
+        return false;
+    DIR *d = opendir(dir);
+    if (d == NULL)
+        return false;
+    bool found = false;
+    struct dirent *e;
+    while (!found && (e = readdir(d)) != NULL) {
+        const char *n = e->d_name;
+        size_t i = 0;
+        while (i < 8 && isxdigit((unsigned char)n[i]))
+            i++;
+        found = i == 8 && n[8] == '.' && isdigit((unsigned char)n[9]);
+    }
+    closedir(d);
+    return found;
+}
+
+/* Whether |file| is OpenSSL's default bundle (after symlinks). */
+static bool is_default_bundle(const char *file)
+{
+    char a[PATH_MAX], b[PATH_MAX];
+    return realpath(file, a) != NULL && realpath(X509_get_default_cert_file(), b) != NULL &&
+           strcmp(a, b) == 0;
+}
+
+/*
+ * The system trust store. SSL_CTX_set_default_verify_paths parses the whole
+ * bundle (~140 certificates, ~240 million instructions, a few MB) at
+ * start-up; a hashed certificate directory (Debian's /etc/ssl/certs, which
+ * update-ca-certificates fills from the same certificates as the bundle)
+ * is read lazily instead: only the issuers a handshake asks for. An
+ * SSL_CERT_FILE other than the default bundle, or a directory without
+ * hashed names, falls back to the default paths.
+ */
+static int load_system_store(SSL_CTX *ctx)
+{
+    const char *dir = getenv(X509_get_default_cert_dir_env());
+    const char *file = getenv(X509_get_default_cert_file_env());
+    if (dir == NULL)
+        dir = X509_get_default_cert_dir();
+    if ((file == NULL || is_default_bundle(file)) && dir_has_hashed_certs(dir))
+        return SSL_CTX_load_verify_dir(ctx, dir);
+    return SSL_CTX_set_default_verify_paths(ctx);
+}
+
 SSL_CTX *tls_client_ctx_new(const char *ca_file, const char *const *alpn,
                             const char *cert_file, const char *key_file,
                             char *err, size_t errlen)
@@ -313,7 +366,7 @@ SSL_CTX *tls_client_ctx_new(const char *ca_file, const char *const *alpn,
     if (ctx == NULL)
         return NULL;
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
-    if (SSL_CTX_set_default_verify_paths(ctx) != 1)
+    if (load_system_store(ctx) != 1)
         ERR_clear_error(); /* no system store is not fatal when ca_file is given */
     if (ca_file != NULL && SSL_CTX_load_verify_locations(ctx, ca_file, NULL) != 1) {
         ssl_err_text(ca_file, err, errlen);

@@ -394,6 +394,60 @@ TEST(untrusted_ca_fails_verification)
     fixture_done(&f);
 }
 
+/* The client's system store (no ca_file) from SSL_CERT_DIR / SSL_CERT_FILE:
+ * each test runs in its own process, so the environment is its own. */
+static void handshake_with_system_store(void)
+{
+    struct fixture f;
+    fixture_init(&f, alpn_h2_h1, NULL);
+    connect_client(&f, "localhost", 1);
+    f.cli.send = (const uint8_t *)"ping";
+    f.cli.send_len = 4;
+    f.cli.close_after = 4;
+    run_until_client_closed(&f);
+    ASSERT_EQ_INT(1, f.cli.opened);
+    ASSERT_EQ_INT(0, f.cli.close_err);
+    fixture_done(&f);
+}
+
+TEST(system_store_read_lazily_from_a_hashed_directory)
+{
+    make_certs();
+    const char *dir = path_in("certs");
+    ASSERT_EQ_INT(0, mkdir(dir, 0700));
+    X509 *ca = load_cert(path_in("ca.pem"));
+    char name[512];
+    snprintf(name, sizeof name, "%s/%08lx.0", dir, X509_subject_name_hash(ca));
+    FILE *out = fopen(name, "w");
+    ASSERT_NOT_NULL(out);
+    ASSERT_EQ_INT(1, PEM_write_X509(out, ca));
+    fclose(out);
+    X509_free(ca);
+    setenv("SSL_CERT_DIR", dir, 1);
+    unsetenv("SSL_CERT_FILE");
+    handshake_with_system_store();
+    /* The same directory without the hashed name trusts nothing (and
+     * SSL_CERT_FILE is unset, so the default bundle does not know the CA). */
+    ASSERT_EQ_INT(0, unlink(name));
+    struct fixture f;
+    fixture_init(&f, alpn_h2_h1, NULL);
+    connect_client(&f, "localhost", 1);
+    run_until_client_closed(&f);
+    ASSERT_EQ_INT(0, f.cli.opened);
+    ASSERT_STR_CONTAINS(f.cli.close_reason, "certificate verify failed");
+    fixture_done(&f);
+}
+
+TEST(system_store_from_ssl_cert_file)
+{
+    make_certs();
+    const char *dir = path_in("empty");
+    ASSERT_EQ_INT(0, mkdir(dir, 0700));
+    setenv("SSL_CERT_DIR", dir, 1);
+    setenv("SSL_CERT_FILE", path_in("ca.pem"), 1);
+    handshake_with_system_store();
+}
+
 TEST(alpn_required_but_not_selected)
 {
     make_certs();
@@ -508,7 +562,9 @@ TEST(ctx_errors_are_reported)
 TEST_MAIN(T(certgen_server_cert_verifies), T(certgen_ec_and_rsa_keys),
           T(handshake_alpn_echo_ip_literal), T(handshake_dns_name_and_large_echo),
           T(wrong_host_name_fails_verification), T(wrong_ip_fails_verification),
-          T(untrusted_ca_fails_verification), T(alpn_required_but_not_selected),
+          T(untrusted_ca_fails_verification),
+          T(system_store_read_lazily_from_a_hashed_directory),
+          T(system_store_from_ssl_cert_file), T(alpn_required_but_not_selected),
           T(alpn_optional_without_overlap_opens), T(server_reset_closes_client_once),
           T(connect_refused_closes_once), T(close_before_connected_and_bad_args),
           T(ctx_errors_are_reported))
