@@ -343,6 +343,91 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
         c->on_down(c, c->user_data);
 }
 
+/*
+ * Reply objects in one allocation each: a string reply with its text, an
+ * array with its element vector (hiredis's own functions allocate both
+ * separately). A lookup reply of a guardian's devices is an array of 2-6
+ * strings, so this halves the allocations of the busiest replies. The
+ * objects are the same redisReply structs; hiredis frees them through
+ * reader->fn->freeObject after the callback, as before. No caller keeps
+ * a reply past its callback or frees one itself.
+ */
+static void reply_attach(const redisReadTask *task, redisReply *r)
+{
+    if (task->parent != NULL) {
+        redisReply *parent = task->parent->obj;
+        parent->element[task->idx] = r;
+    }
+}
+
+static void *reply_string(const redisReadTask *task, char *str, size_t len)
+{
+    redisReply *r = malloc(sizeof *r + len + 1);
+    if (r == NULL)
+        return NULL;
+    memset(r, 0, sizeof *r);
+    r->type = task->type;
+    r->str = (char *)(r + 1);
+    memcpy(r->str, str, len);
+    r->str[len] = '\0';
+    r->len = len;
+    reply_attach(task, r);
+    return r;
+}
+
+static void *reply_array(const redisReadTask *task, int elements)
+{
+    size_t n = elements > 0 ? (size_t)elements : 0;
+    redisReply *r = calloc(1, sizeof *r + n * sizeof(redisReply *));
+    if (r == NULL)
+        return NULL;
+    r->type = REDIS_REPLY_ARRAY;
+    r->elements = n;
+    r->element = n ? (redisReply **)(r + 1) : NULL;
+    reply_attach(task, r);
+    return r;
+}
+
+static void *reply_integer(const redisReadTask *task, long long value)
+{
+    redisReply *r = calloc(1, sizeof *r);
+    if (r == NULL)
+        return NULL;
+    r->type = REDIS_REPLY_INTEGER;
+    r->integer = value;
+    reply_attach(task, r);
+    return r;
+}
+
+static void *reply_nil(const redisReadTask *task)
+{
+    redisReply *r = calloc(1, sizeof *r);
+    if (r == NULL)
+        return NULL;
+    r->type = REDIS_REPLY_NIL;
+    reply_attach(task, r);
+    return r;
+}
+
+static void reply_free(void *reply)
+{
+    redisReply *r = reply;
+    if (r == NULL)
+        return;
+    if (r->type == REDIS_REPLY_ARRAY)
+        for (size_t i = 0; i < r->elements; i++)
+            reply_free(r->element[i]); /* NULL while a reply was still being read */
+    free(r);
+}
+
+static redisReplyObjectFunctions reply_fns = { reply_string, reply_array, reply_integer,
+                                               reply_nil, reply_free };
+
+redisReplyObjectFunctions *redis_reply_functions(void)
+{
+    return &reply_fns;
+}
+
 static void connect_addr(struct redis_conn *c, const char *ip)
 {
     c->state = R_CONNECTING;
@@ -357,6 +442,7 @@ static void connect_addr(struct redis_conn *c, const char *ip)
         return;
     }
     ac->data = c;
+    ac->c.reader->fn = &reply_fns; /* before any byte is read */
     c->ac = ac;
     if (redis__attach(ac, c->loop) != 0) {
         log_warn("redis", "%s: cannot watch the socket", c->name);

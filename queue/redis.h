@@ -126,4 +126,8 @@ int redis_conn_eval(struct redis_conn *c, const struct redis_script *s,
  */
 int redis__attach(redisAsyncContext *ac, uv_loop_t *loop);
 
+/* The reply-object functions varseld's connections read with (one
+ * allocation per reply object); exposed for tests. */
+redisReplyObjectFunctions *redis_reply_functions(void);
+
 #endif
