@@ -171,6 +171,7 @@ struct pipeline {
 static void maybe_read(struct pipeline *pl);
 static void job_release(struct job *j);
 static size_t window_of(const struct pipeline *pl, bool urgent);
+static size_t slice_room(const struct pipeline *pl, const struct job *j);
 static void job_check_done(struct job *j);
 static void job_send_slice(struct job *j);
 static void pipeline_resume(struct pipeline *pl);
@@ -579,8 +580,8 @@ static void job_next_slice(struct job *j)
     /* Recipients being looked up count too: otherwise every waiting job
      * takes the same room while the lookups are out, and a burst of
      * settlements let the window overshoot many times over. */
-    size_t window = window_of(pl, j->urgent), active = pl->dctx.active + pl->expanding;
-    if (active >= window) {
+    size_t room = slice_room(pl, j);
+    if (room == 0) {
         /* Wait for room: resumed by pipeline_resume when deliveries end.
          * Urgent jobs queue ahead of every bulk job. */
         if (!j->waiting) {
@@ -596,8 +597,8 @@ static void job_next_slice(struct job *j)
     size_t n = j->n_users - j->next_user;
     if (n > j->slice_cap)
         n = j->slice_cap;
-    if (n > window - active)
-        n = window - active; /* a user may have several devices: small overshoot */
+    if (n > room)
+        n = room; /* a user may have several devices: small overshoot */
     j->slice_base = j->next_user;
     j->slice_len = n;
     j->slice_replies = 0;
@@ -609,6 +610,10 @@ static void job_next_slice(struct job *j)
     size_t sent = registry_lookup_many(pl->cmd, pl->cfg.prefix, j->ev->tenant,
                                        &j->users[j->slice_base], n, on_devices, j);
     j->refs += (int)sent;
+    if (sent > 0) {
+        stats_add(STATS_LOOKUPS, NULL, (double)sent);
+        stats_add(STATS_LOOKUP_BATCHES, NULL, 1);
+    }
     if (sent < n) {
         /* Connection gone: replies already asked for come back NULL. */
         j->redis_failed = true;
@@ -830,8 +835,7 @@ static void on_delivery_done(struct delivery *d, void *arg)
 /* Room in the window: let waiting jobs expand their next slice, then read. */
 static void pipeline_resume(struct pipeline *pl)
 {
-    while (!pl->closed && pl->wait_head &&
-           pl->dctx.active + pl->expanding < window_of(pl, pl->wait_head->urgent)) {
+    while (!pl->closed && pl->wait_head && slice_room(pl, pl->wait_head) > 0) {
         struct job *j = pl->wait_head;
         wait_remove(pl, j);
         job_next_slice(j);
@@ -1059,6 +1063,33 @@ static size_t window_of(const struct pipeline *pl, bool urgent)
     /* Urgent deliveries may use half a window more than bulk ones, so an
      * alert starts at once even while a fan-out keeps the window full. */
     return pl->cfg.inflight_window + (urgent ? pl->cfg.inflight_window / 2 + 1 : 0);
+}
+
+/*
+ * How many recipients |j| may look up now; 0 = wait for room. A bulk job
+ * waits until a low-water mark of room is free (an eighth of the window,
+ * at most a slice, or what the job has left), so that a full window is
+ * refilled in slices of hundreds of recipients, not one per freed slot:
+ * fewer, larger lookup pipelines. Urgent jobs take any room at once.
+ * Whenever a job waits, something is in flight (room < window), and its
+ * end calls pipeline_resume.
+ */
+static size_t slice_room(const struct pipeline *pl, const struct job *j)
+{
+    size_t window = window_of(pl, j->urgent), active = pl->dctx.active + pl->expanding;
+    if (active >= window)
+        return 0;
+    size_t room = window - active;
+    if (!j->urgent) {
+        size_t low = pl->cfg.inflight_window / 8, left = j->n_users - j->next_user;
+        if (low > SLICE_USERS)
+            low = SLICE_USERS;
+        if (low > left)
+            low = left;
+        if (room < low)
+            return 0;
+    }
+    return room;
 }
 
 static bool has_room(const struct pipeline *pl)

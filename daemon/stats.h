@@ -41,6 +41,10 @@
       "Absence alerts written to the escalations stream (no device reached)")   \
     X(ERASURES, "varsel_erasures_total", COUNTER, "tenant",                      \
       "user.erase events carried out")                                           \
+    X(LOOKUPS, "varsel_device_lookups_total", COUNTER, "",                       \
+      "Recipients whose devices were looked up in the registry")                 \
+    X(LOOKUP_BATCHES, "varsel_device_lookup_batches_total", COUNTER, "",         \
+      "Pipelined registry lookups (recipients per batch = lookups / batches)")  \
     X(PRUNED, "varsel_devices_pruned_total", COUNTER, "",                        \
       "Devices removed for not registering again within token_max_age_days")    \
     X(INFLIGHT, "varsel_deliveries_inflight", GAUGE, "",                         \

@@ -138,3 +138,30 @@ def test_receipt_opened_goes_through_the_settle_script(ctx):
           f"latency_ms and at in {x}")
     ttl = r.call("TTL", h.status_key(h.TENANT, ev["id"]))
     check(ttl > 0, f"status hash has a TTL ({ttl})")
+
+
+def test_full_window_refills_in_large_slices(ctx):
+    """A backlog larger than the window: once the window is full, a bulk
+    event waits for a low-water mark of free room (an eighth of the
+    window) instead of looking up one recipient per freed slot, so the
+    registry is read in few, large pipelines."""
+    window = 200
+    rs = ctx.redis_server()
+    sb = ctx.sandbox()
+    d = ctx.daemon(rs, sb, overrides={"delivery": {"inflight_window": str(window)}})
+    r = ctx.client(rs)
+    users = [f"g{i:04d}" for i in range(400)]
+    register(r, users)
+    evs = [h.message_new(users, thread=f"t{i}", sender_name="A", school_name="S")
+           for i in range(10)]
+    h.publish_many(r, evs)
+    total = len(evs) * len(users)
+    wait_for(lambda: r.xpending()["count"] == 0 and r.xlen(h.RECEIPTS) >= total, 120,
+             what="every delivery settled")
+    lookups = metric(d.admin_port, "varsel_device_lookups_total")
+    batches = metric(d.admin_port, "varsel_device_lookup_batches_total")
+    check_eq(total, int(lookups or 0), "recipients looked up")
+    mean = lookups / batches
+    ctx.note(f"{total} recipients in {batches:.0f} lookup pipelines ({mean:.1f} per pipeline)")
+    check(mean >= window / 8, f"only {mean:.1f} recipients per lookup pipeline "
+                              f"(low-water mark {window // 8})")
