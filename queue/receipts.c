@@ -17,42 +17,61 @@
  * travel as one MessagePack argument (lengths, no escaping, nothing to
  * format) and the script loops over them.
  *
+ * Every string the script unpacks costs Redis ~700 instructions, so the
+ * values that repeat across a batch (event id, tenant, platform, app,
+ * status, attempt, http_status, reason) are sent once, in a string table
+ * S at the end of the batch, and each settlement names them by index; a
+ * settlement carries only what varies (user, device, provider_id,
+ * latency_ms, at). The fields only a retry or a give-up needs are present
+ * only then.
+ *
  * Each settlement runs in its own pcall, so one that fails (a key of the
- * wrong type) does not stop the others, and the reply is an array with
- * one element per settlement: 1, or the error. Each delivery's writes
- * (receipt, status, schedule, dead letter) happen in one script run, so
- * they stay atomic as before; the batch is only a transport.
+ * wrong type) does not stop the others. Its receipt comes first, then its
+ * schedule and dead-letter writes; the status fields of those that
+ * succeeded are written at the end, one HSET per status hash (in batch
+ * order, so of two settlements of one device the later status stays),
+ * then that hash's EXPIRE. A status is thus only written once its
+ * receipt and schedule writes are; when a hash's HSET (or EXPIRE) fails,
+ * every settlement of that hash is reported failed (their receipts and
+ * schedule writes stay, as when a per-settlement HSET failed; the retry of
+ * the outcome writes them again). The whole batch is one script run,
+ * atomic as before.
+ *
+ * Reply: the integer N (settlements in the batch) when every one
+ * succeeded; otherwise an array with one element per settlement: 1, or
+ * the error.
  *
  * KEYS: 1 receipts, 2 retry zset, 3 lease zset, 4 retry data, 5 dead stream,
  *       6.. the status hashes of the batch.
  * ARGV: 1 receipts maxlen, 2 status ttl_s, 3 dead maxlen,
  *       5 how long a given-up delivery's request is kept for replay (s, 0 = not),
- *       4 MessagePack array of settlements, each an array of
- *         1 status key index (1 = KEYS[6]), 2 USER:DEVICE, 3 status,
- *         4 mode, 5 retry id ("" none), 6 due_ms, 7 retry data,
- *         8 dead reason, 9.. receipt values: event tenant user device
- *         platform app attempt provider_id http_status reason latency_ms at
- *         (the receipt's status is 3).
- * The status hash's TTL is set once per batch and key (right after the
- * first HSET of that key in the batch).
+ *       4 MessagePack array of N settlements and then S (an array of
+ *         strings). A settlement is an array of 14 or 19 elements:
+ *          1 status key index (1 = KEYS[6]), 2 event (S index), 3 tenant (S),
+ *          4 user, 5 device, 6 platform (S), 7 app (S), 8 status (S),
+ *          9 attempt (S), 10 provider_id, 11 http_status (S), 12 reason (S),
+ *          13 latency_ms, 14 at
+ *         (the receipt's fields in its order; the status field is
+ *         USER:DEVICE), and only when the mode is not final or there is a
+ *         retry id: 15 mode (0 final, 1 retry, 2 giveup), 16 retry id
+ *         ("" none), 17 due_ms, 18 retry data, 19 dead reason.
  */
 static const char settle_lua[] =
-    "local batch = cmsgpack.unpack(ARGV[4])\n"
-    "local ttl_set = {}\n"
+    "local b = cmsgpack.unpack(ARGV[4])\n"
+    "local n = #b - 1\n"
+    "local S = b[n + 1]\n"
+    "local function receipt(d)\n"
+    "  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'event', S[d[2]],\n"
+    "    'tenant', S[d[3]], 'user', d[4], 'device', d[5], 'platform', S[d[6]],\n"
+    "    'app', S[d[7]], 'status', S[d[8]], 'attempt', S[d[9]], 'provider_id', d[10],\n"
+    "    'http_status', S[d[11]], 'reason', S[d[12]], 'latency_ms', d[13], 'at', d[14])\n"
+    "end\n"
     "local function settle(d)\n"
-    "  local sk, status, mode, id = KEYS[5 + d[1]], d[3], d[4], d[5]\n"
-    "  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'event', d[9],\n"
-    "    'tenant', d[10], 'user', d[11], 'device', d[12], 'platform', d[13],\n"
-    "    'app', d[14], 'status', status, 'attempt', d[15], 'provider_id', d[16],\n"
-    "    'http_status', d[17], 'reason', d[18], 'latency_ms', d[19], 'at', d[20])\n"
-    "  redis.call('HSET', sk, d[2], status)\n"
-    "  if not ttl_set[sk] then\n"
-    "    redis.call('EXPIRE', sk, ARGV[2])\n"
-    "    ttl_set[sk] = true\n"
-    "  end\n"
-    "  if mode == 'retry' then\n"
-    "    redis.call('ZADD', KEYS[2], d[6], id)\n"
-    "    redis.call('HSET', KEYS[4], id, d[7])\n"
+    "  receipt(d)\n"
+    "  local mode, id = d[15], d[16]\n"
+    "  if mode == 1 then\n"
+    "    redis.call('ZADD', KEYS[2], d[17], id)\n"
+    "    redis.call('HSET', KEYS[4], id, d[18])\n"
     "    redis.call('ZREM', KEYS[3], id)\n"
     "    return\n"
     "  end\n"
@@ -61,35 +80,64 @@ static const char settle_lua[] =
     "    redis.call('ZREM', KEYS[3], id)\n"
     "    redis.call('HDEL', KEYS[4], id)\n"
     "  end\n"
-    "  if mode == 'giveup' then\n"
-    "    local f = {'reason', d[8], 'code', 'delivery_' .. status, 'event', d[9],\n"
-    "      'tenant', d[10], 'user', d[11], 'device', d[12], 'platform', d[13],\n"
-    "      'app', d[14], 'status', status, 'attempt', d[15], 'provider_id', d[16],\n"
-    "      'http_status', d[17], 'latency_ms', d[19], 'at', d[20]}\n"
+    "  if mode == 2 then\n"
+    "    local status, ev, tenant, user, device = S[d[8]], S[d[2]], S[d[3]], d[4], d[5]\n"
+    "    local f = {'reason', d[19], 'code', 'delivery_' .. status, 'event', ev,\n"
+    "      'tenant', tenant, 'user', user, 'device', device, 'platform', S[d[6]],\n"
+    "      'app', S[d[7]], 'status', status, 'attempt', S[d[9]], 'provider_id', d[10],\n"
+    "      'http_status', S[d[11]], 'latency_ms', d[13], 'at', d[14]}\n"
     /* The dead letter holds ids only; the request (rendered text, token)
      * is kept beside it for replay, under a key that names tenant and user
      * first so user.erase finds it, and expires. */
-    "    if d[7] ~= '' and tonumber(ARGV[5]) > 0 then\n"
-    "      local pk = KEYS[5] .. ':payload:' .. d[10] .. ':' .. d[11] .. ':' .. d[12] ..\n"
-    "        ':' .. d[9]\n"
-    "      redis.call('SET', pk, d[7], 'EX', ARGV[5])\n"
+    "    if d[18] ~= '' and tonumber(ARGV[5]) > 0 then\n"
+    "      local pk = KEYS[5] .. ':payload:' .. tenant .. ':' .. user .. ':' .. device ..\n"
+    "        ':' .. ev\n"
+    "      redis.call('SET', pk, d[18], 'EX', ARGV[5])\n"
     "      f[#f + 1] = 'original_key'\n"
     "      f[#f + 1] = pk\n"
     "    end\n"
     "    redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[3], '*', unpack(f))\n"
     "  end\n"
     "end\n"
-    "local out = {}\n"
-    "for i = 1, #batch do\n"
-    "  local ok, err = pcall(settle, batch[i])\n"
+    "local function failure(err)\n"
+    "  if type(err) == 'table' then return err end\n"
+    "  return {err = tostring(err)}\n"
+    "end\n"
+    "local out, st, order, failed = {}, {}, {}, false\n"
+    "for i = 1, n do\n"
+    "  local d = b[i]\n"
+    "  local ok, err = pcall(#d == 14 and receipt or settle, d)\n"
     "  if ok then\n"
     "    out[i] = 1\n"
-    "  elseif type(err) == 'table' then\n"
-    "    out[i] = err\n"
+    "    local k = d[1]\n"
+    "    local t = st[k]\n"
+    "    if not t then\n"
+    "      t = {}\n"
+    "      st[k] = t\n"
+    "      order[#order + 1] = k\n"
+    "    end\n"
+    "    t[#t + 1] = d[4] .. ':' .. d[5]\n"
+    "    t[#t + 1] = S[d[8]]\n"
     "  else\n"
-    "    out[i] = {err = tostring(err)}\n"
+    "    out[i] = failure(err)\n"
+    "    failed = true\n"
     "  end\n"
     "end\n"
+    "for _, k in ipairs(order) do\n"
+    "  local sk = KEYS[5 + k]\n"
+    "  local ok, err = pcall(redis.call, 'HSET', sk, unpack(st[k]))\n"
+    "  if ok then\n"
+    "    ok, err = pcall(redis.call, 'EXPIRE', sk, ARGV[2])\n"
+    "  end\n"
+    "  if not ok then\n"
+    "    err = failure(err)\n"
+    "    for i = 1, n do\n"
+    "      if out[i] == 1 and b[i][1] == k then out[i] = err end\n"
+    "    end\n"
+    "    failed = true\n"
+    "  end\n"
+    "end\n"
+    "if not failed then return n end\n"
     "return out\n";
 
 /*
@@ -206,10 +254,15 @@ static void mp_num(struct mp_buf *b, int64_t v)
     mp_str(b, t, fmt_i64(t, v));
 }
 
-/* An array header of 16 elements at most (a settlement has 20). */
+/* An array header for up to 65,535 elements. */
 static void mp_array16(struct mp_buf *b, unsigned n)
 {
     unsigned char *o = (unsigned char *)mp_room(b, 3);
+    if (n < 16) {
+        o[0] = (unsigned char)(0x90 | n);
+        b->len += 1;
+        return;
+    }
     o[0] = 0xdc;
     o[1] = (unsigned char)(n >> 8);
     o[2] = (unsigned char)n;
@@ -230,47 +283,115 @@ static void mp_uint(struct mp_buf *b, unsigned v)
     }
 }
 
-/* Append one settlement (the script's layout, above). */
-static void encode_settlement(struct mp_buf *b, unsigned key_index, const struct receipt *r,
-                              const struct settle_opts *o)
+/* ---- the batch's string table (S in the script) --------------------------- */
+
+/* The fields whose values go through the table. */
+enum { SF_EVENT, SF_TENANT, SF_PLATFORM, SF_APP, SF_STATUS, SF_ATTEMPT, SF_HTTP,
+       SF_REASON, SF_COUNT };
+
+#define STRTAB_MAX 64 /* strings per batch; a full table flushes the batch */
+
+struct strtab {
+    struct mp_buf enc;                     /* the strings as MessagePack, back to back */
+    size_t off[STRTAB_MAX], len[STRTAB_MAX]; /* each one's bytes in enc */
+    unsigned n;
+    unsigned last[SF_COUNT];               /* per field: index of its last value */
+};
+
+static void strtab_reset(struct strtab *t)
 {
-    static const char *const modes[] = { "final", "retry", "giveup" };
-    size_t ul = strlen(r->user), dl = strlen(r->device);
-    mp_array16(b, 20);
-    mp_uint(b, key_index);
-    /* USER:DEVICE, written in place */
-    char field[512];
-    if (ul + 1 + dl <= sizeof field) {
-        memcpy(field, r->user, ul);
-        field[ul] = ':';
-        memcpy(field + ul + 1, r->device, dl);
-        mp_str(b, field, ul + 1 + dl);
-    } else {
-        char *f = xmalloc(ul + 1 + dl);
-        memcpy(f, r->user, ul);
-        f[ul] = ':';
-        memcpy(f + ul + 1, r->device, dl);
-        mp_str(b, f, ul + 1 + dl);
-        free(f);
+    t->n = 0;
+    t->enc.len = 0;
+    memset(t->last, 0, sizeof t->last);
+}
+
+static bool strtab_is(const struct strtab *t, unsigned i, const char *s, size_t n)
+{
+    return t->len[i - 1] == n && memcmp(t->enc.p + t->off[i - 1], s, n) == 0;
+}
+
+/* Index (from 1) of |s| in the table for field |f|, adding it when new;
+ * 0 when the table is full. The field's last value is tried first
+ * (deliveries of one event come together), then the whole table. */
+static unsigned strtab_index(struct strtab *t, unsigned f, const char *s, size_t n)
+{
+    unsigned i = t->last[f];
+    if (i && strtab_is(t, i, s, n))
+        return i;
+    for (i = 1; i <= t->n; i++)
+        if (strtab_is(t, i, s, n))
+            return t->last[f] = i;
+    if (t->n == STRTAB_MAX)
+        return 0;
+    mp_str(&t->enc, s, n);
+    t->off[t->n] = t->enc.len - n;
+    t->len[t->n] = n;
+    return t->last[f] = ++t->n;
+}
+
+/* Append the table as the batch's last element. */
+static void strtab_write(const struct strtab *t, struct mp_buf *b)
+{
+    mp_array16(b, t->n);
+    if (t->enc.len) {
+        memcpy(mp_room(b, t->enc.len), t->enc.p, t->enc.len);
+        b->len += t->enc.len;
     }
-    mp_cstr(b, r->status);
-    mp_cstr(b, modes[o->mode]);
+}
+
+/* A settlement's table indexes, in enum order. */
+struct settle_refs {
+    unsigned s[SF_COUNT];
+};
+
+/* Table indexes of |r|'s repeated values; false when the table is full
+ * (some of them may have been added). */
+static bool settlement_refs(struct strtab *t, const struct receipt *r, struct settle_refs *x)
+{
+    char attempt[24], http[24];
+    size_t al = fmt_i64(attempt, r->attempt), hl = fmt_i64(http, r->http_status);
+    const char *reason = r->reason ? r->reason : "";
+    return (x->s[SF_EVENT] = strtab_index(t, SF_EVENT, r->event, strlen(r->event))) &&
+           (x->s[SF_TENANT] = strtab_index(t, SF_TENANT, r->tenant, strlen(r->tenant))) &&
+           (x->s[SF_PLATFORM] =
+                strtab_index(t, SF_PLATFORM, r->platform, strlen(r->platform))) &&
+           (x->s[SF_APP] = strtab_index(t, SF_APP, r->app, strlen(r->app))) &&
+           (x->s[SF_STATUS] = strtab_index(t, SF_STATUS, r->status, strlen(r->status))) &&
+           (x->s[SF_ATTEMPT] = strtab_index(t, SF_ATTEMPT, attempt, al)) &&
+           (x->s[SF_HTTP] = strtab_index(t, SF_HTTP, http, hl)) &&
+           (x->s[SF_REASON] = strtab_index(t, SF_REASON, reason, strlen(reason)));
+}
+
+_Static_assert(SETTLE_FINAL == 0 && SETTLE_RETRY == 1 && SETTLE_GIVE_UP == 2,
+               "the settle script's mode numbers");
+
+/* Append one settlement (the script's layout, above). */
+static void encode_settlement(struct mp_buf *b, unsigned key_index, const struct settle_refs *x,
+                              const struct receipt *r, const struct settle_opts *o)
+{
+    bool ext = o->mode != SETTLE_FINAL || (o->retry_id && o->retry_id[0]);
+    mp_array16(b, ext ? 19 : 14);
+    mp_uint(b, key_index);
+    mp_uint(b, x->s[SF_EVENT]);
+    mp_uint(b, x->s[SF_TENANT]);
+    mp_cstr(b, r->user);
+    mp_cstr(b, r->device);
+    mp_uint(b, x->s[SF_PLATFORM]);
+    mp_uint(b, x->s[SF_APP]);
+    mp_uint(b, x->s[SF_STATUS]);
+    mp_uint(b, x->s[SF_ATTEMPT]);
+    mp_cstr(b, r->provider_id);
+    mp_uint(b, x->s[SF_HTTP]);
+    mp_uint(b, x->s[SF_REASON]);
+    mp_num(b, r->latency_ms);
+    mp_num(b, r->at_ms);
+    if (!ext)
+        return;
+    mp_uint(b, (unsigned)o->mode);
     mp_cstr(b, o->retry_id);
     mp_num(b, o->due_ms);
     mp_cstr(b, o->retry_data);
     mp_cstr(b, o->dead_reason);
-    mp_cstr(b, r->event);
-    mp_cstr(b, r->tenant);
-    mp_str(b, r->user, ul);
-    mp_str(b, r->device, dl);
-    mp_cstr(b, r->platform);
-    mp_cstr(b, r->app);
-    mp_num(b, r->attempt);
-    mp_cstr(b, r->provider_id);
-    mp_num(b, r->http_status);
-    mp_cstr(b, r->reason);
-    mp_num(b, r->latency_ms);
-    mp_num(b, r->at_ms);
 }
 
 /* ---- batches --------------------------------------------------------------- */
@@ -301,6 +422,7 @@ struct receipts_batch {
     char *prefix;
     size_t prefix_len;
     struct mp_buf blob;           /* array32 header room + settlements */
+    struct strtab strs;           /* the repeated values of this batch */
     struct mp_buf skeys;          /* status keys of this batch, back to back */
     size_t skey_off[BATCH_MAX_KEYS], skey_len[BATCH_MAX_KEYS];
     unsigned n_skeys;
@@ -318,27 +440,35 @@ static struct sent_batch *sent_new(const struct settle_cb *cb, size_t n)
     return s;
 }
 
-/* The script's reply: one element per settlement. Anything else (the
- * connection dropped, the script failed as a whole) goes to every one. */
-static void on_batch_reply(redisAsyncContext *ac, void *reply_, void *priv)
+redisReply *receipts_batch_reply_for(redisReply *reply, size_t n, size_t i)
 {
-    struct sent_batch *s = priv;
-    redisReply *reply = reply_;
     static char bad_text[] = "ERR unexpected reply to the settle script";
     static redisReply bad = { .type = REDIS_REPLY_ERROR, .str = bad_text,
                               .len = sizeof bad_text - 1 };
-    for (size_t i = 0; i < s->n; i++) {
-        redisReply *r = reply;
-        if (reply && reply->type == REDIS_REPLY_ARRAY)
-            r = i < reply->elements ? reply->element[i] : &bad;
-        else if (reply && reply->type != REDIS_REPLY_ERROR)
-            r = &bad;
-        s->cb[i].fn(ac, r, s->cb[i].priv);
-    }
+    /* What a settlement's own script run answered before batches. */
+    static redisReply ok = { .type = REDIS_REPLY_INTEGER, .integer = 1 };
+    if (reply == NULL || reply->type == REDIS_REPLY_ERROR)
+        return reply;
+    if (reply->type == REDIS_REPLY_INTEGER)
+        return reply->integer >= 0 && (unsigned long long)reply->integer == n ? &ok : &bad;
+    if (reply->type == REDIS_REPLY_ARRAY && reply->elements == n)
+        return reply->element[i];
+    return &bad;
+}
+
+/* The script's reply: the count when every settlement succeeded, else one
+ * element per settlement. Anything else (the connection dropped, the
+ * script failed as a whole) goes to every one. */
+static void on_batch_reply(redisAsyncContext *ac, void *reply_, void *priv)
+{
+    struct sent_batch *s = priv;
+    for (size_t i = 0; i < s->n; i++)
+        s->cb[i].fn(ac, receipts_batch_reply_for(reply_, s->n, i), s->cb[i].priv);
     free(s);
 }
 
-/* Send |blob| (settlements from ARRAY32_HEADER on) with |n_skeys| status keys.
+/* Send |blob| (|n| settlements from ARRAY32_HEADER on, then the string
+ * table) with |n_skeys| status keys.
  * Returns 0, or -1 when the connection is not ready (nothing was sent). */
 static int send_settlements(struct redis_conn *c, char *const fixed[5],
                             const size_t fixed_len[5], const char *smaxlen,
@@ -361,11 +491,12 @@ static int send_settlements(struct redis_conn *c, char *const fixed[5],
         argvlen[k] = skey_len[i];
     }
     unsigned char *h = (unsigned char *)blob->p;
+    size_t elements = n + 1; /* the settlements and the string table */
     h[0] = 0xdd;
-    h[1] = (unsigned char)(n >> 24);
-    h[2] = (unsigned char)(n >> 16);
-    h[3] = (unsigned char)(n >> 8);
-    h[4] = (unsigned char)n;
+    h[1] = (unsigned char)(elements >> 24);
+    h[2] = (unsigned char)(elements >> 16);
+    h[3] = (unsigned char)(elements >> 8);
+    h[4] = (unsigned char)elements;
     argv[k] = smaxlen; argvlen[k++] = strlen(smaxlen);
     argv[k] = sttl; argvlen[k++] = strlen(sttl);
     argv[k] = sdmax; argvlen[k++] = strlen(sdmax);
@@ -381,6 +512,7 @@ static void batch_reset(struct receipts_batch *b)
     b->n_skeys = 0;
     b->skeys.len = 0;
     b->blob.len = ARRAY32_HEADER;
+    strtab_reset(&b->strs);
 }
 
 void receipts_batch_flush(struct receipts_batch *b)
@@ -391,6 +523,7 @@ void receipts_batch_flush(struct receipts_batch *b)
     const char *skeys[BATCH_MAX_KEYS];
     for (unsigned i = 0; i < b->n_skeys; i++)
         skeys[i] = b->skeys.p + b->skey_off[i];
+    strtab_write(&b->strs, &b->blob);
     int rc = send_settlements(b->conn, b->keys, b->key_len, b->smaxlen, b->sttl, b->sdmax,
                               b->spttl,
                               skeys, b->skey_len, b->n_skeys, &b->blob, b->n, s);
@@ -475,16 +608,20 @@ int receipts_batch_add(struct receipts_batch *b, const struct receipt *r,
     if (opts == NULL)
         opts = &none;
     unsigned ki = batch_status_key(b, r->tenant, r->event);
-    if (ki == 0) {
-        receipts_batch_flush(b); /* connected: sent, no callback runs now */
+    struct settle_refs x;
+    if (ki == 0 || !settlement_refs(&b->strs, r, &x)) {
+        /* No room for another status key or string: send what is queued
+         * (connected: sent, no callback runs now) and start afresh. */
+        receipts_batch_flush(b);
         ki = batch_status_key(b, r->tenant, r->event);
+        settlement_refs(&b->strs, r, &x); /* an empty table has room */
     }
     if (b->n == b->cap) {
         b->cap = b->cap ? b->cap * 2 : 64;
         b->cb = xrealloc(b->cb, b->cap * sizeof *b->cb);
     }
     b->cb[b->n++] = (struct settle_cb){ fn, priv };
-    encode_settlement(&b->blob, ki, r, opts);
+    encode_settlement(&b->blob, ki, &x, r, opts);
     if (b->n >= BATCH_MAX_ITEMS || b->blob.len >= BATCH_MAX_BYTES) {
         receipts_batch_flush(b);
     } else if (!b->armed) {
@@ -502,6 +639,7 @@ static void on_batch_closed(uv_handle_t *h)
     free(b->prefix);
     free(b->blob.p);
     free(b->skeys.p);
+    free(b->strs.enc.p);
     free(b->cb);
     free(b);
 }
@@ -543,7 +681,13 @@ int receipts_settle(struct redis_conn *c, const struct settle_keys *k,
     struct mp_buf blob = { 0 };
     mp_room(&blob, ARRAY32_HEADER);
     blob.len = ARRAY32_HEADER;
-    encode_settlement(&blob, 1, r, opts);
+    struct strtab *t = xcalloc(1, sizeof *t);
+    struct settle_refs x;
+    settlement_refs(t, r, &x); /* an empty table has room */
+    encode_settlement(&blob, 1, &x, r, opts);
+    strtab_write(t, &blob);
+    free(t->enc.p);
+    free(t);
     struct settle_cb cb = { fn, priv };
     struct sent_batch *s = sent_new(&cb, 1);
     int rc = send_settlements(c, keys, key_len, smaxlen, sttl, sdmax, spttl, skeys, skey_len, 1,

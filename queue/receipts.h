@@ -16,8 +16,10 @@
  *
  * Settlements are batched (struct receipts_batch): those queued during one
  * turn of the event loop go to Redis in one EVALSHA whose script settles
- * each on its own (atomically, in a pcall) and answers one reply element
- * per settlement, so every caller still gets its own reply.
+ * each on its own (in a pcall; the statuses of those that succeeded are
+ * written last, one HSET per status hash) and answers the count when all
+ * succeeded, else one reply element per settlement; every caller still
+ * gets its own reply.
  */
 #ifndef VARSEL_RECEIPTS_H
 #define VARSEL_RECEIPTS_H
@@ -96,6 +98,15 @@ struct receipts_batch *receipts_batch_new(uv_loop_t *loop, struct redis_conn *c,
  */
 int receipts_batch_add(struct receipts_batch *b, const struct receipt *r,
                        const struct settle_opts *opts, redisCallbackFn *fn, void *priv);
+
+/*
+ * The reply a settlement's callback gets: |reply| is the settle script's
+ * answer to a batch of |n| settlements and |i| the settlement's place in
+ * it. The integer |n| (all succeeded) gives each an integer 1; an array of
+ * |n| its own element; NULL or an error is passed on as is; anything else
+ * (another count, array size or type) an error reply. Exposed for tests.
+ */
+redisReply *receipts_batch_reply_for(redisReply *reply, size_t n, size_t i);
 
 /* Send what is queued now (callbacks get NULL at once if not connected). */
 void receipts_batch_flush(struct receipts_batch *b);
