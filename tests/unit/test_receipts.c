@@ -1,7 +1,7 @@
 /*
  * The settle batch (queue/receipts.c): how the script's reply reaches each
- * settlement's callback, and, against a real redis-server (skipped when
- * none is on PATH), what a batch writes: a status hash of the wrong type
+ * settlement's callback, and, against a real redis-server (started here
+ * on a free loopback port, stopped by PID), what a batch writes: a status hash of the wrong type
  * fails only its own settlements, the later of two settlements of one
  * device wins, a batch with more distinct strings than the string table
  * holds settles everything, and the single-settlement path.
@@ -92,11 +92,12 @@ static void server_stop(void)
     }
 }
 
-/* Start redis-server; false when there is none to start. */
+/* Start redis-server (scripts/setup.sh installs it; a missing one fails
+ * the test: nothing is skipped). */
 static bool server_start(void)
 {
     if (system("command -v redis-server >/dev/null 2>&1") != 0) {
-        printf("  (no redis-server on PATH: skipped)\n");
+        TEST_FAIL_("no redis-server on PATH (scripts/setup.sh installs it)");
         return false;
     }
     server_port = free_port();
