@@ -51,6 +51,7 @@
 
 #include "common/log.h"
 #include "common/util.h"
+#include "http2/ngalloc.h"
 #include "http2/tls.h"
 
 #include <ctype.h>
@@ -131,32 +132,6 @@ struct h2_conn {
     size_t olen, ocap;
 };
 
-/*
- * nghttp2's allocations. nghttp2 allocates and frees about six small blocks
- * per request (stream, outbound item, frame and header buffers); with two
- * thousand requests in flight glibc's per-thread cache overflows and most
- * of them take malloc's slow paths. Blocks of up to 4 KB are kept on free
- * lists per power-of-two size class instead, up to NG_CACHE_BYTES per
- * pool, so what is kept is bounded by the high-water mark. Under
- * AddressSanitizer nothing is kept, so it still sees every use after free.
- */
-#define NG_CLASSES      8                  /* 32 B .. 4 KB */
-#if defined(__SANITIZE_ADDRESS__)
-#define NG_CACHE_BYTES  0
-#else
-#define NG_CACHE_BYTES  (4u << 20)
-#endif
-
-struct ng_hdr {
-    size_t cls;                    /* size class, NG_CLASSES = plain malloc */
-    size_t size;                   /* usable bytes */
-};
-
-struct ng_alloc {
-    void *free_list[NG_CLASSES];   /* linked through the blocks' first word */
-    size_t cached;                 /* bytes on the lists */
-};
-
 struct h2_pool {
     uv_loop_t *loop;
     uv_idle_t kick;                /* deferred dispatch/flush/deliver */
@@ -182,7 +157,7 @@ struct h2_pool {
     uint32_t tick_ms;
     nghttp2_session_callbacks *ngcb;
     nghttp2_option *ngopt;
-    struct ng_alloc ngalloc;
+    struct ng_alloc ngalloc;       /* nghttp2's blocks and our h2_req (http2/ngalloc.h) */
     nghttp2_mem ngmem;             /* ngalloc's functions for nghttp2 */
     struct req_list queue;
     struct req_list done;
@@ -205,84 +180,6 @@ struct h2_pool {
 static void pool_kick(struct h2_pool *p);
 static void pool_maybe_finish(struct h2_pool *p);
 static void conn_close(struct h2_conn *c, int err, const char *reason);
-
-/* ---- nghttp2 allocator ---------------------------------------------------- */
-
-static void *ng_malloc(size_t size, void *ud)
-{
-    struct ng_alloc *a = ud;
-    size_t cls = 0;
-    while (cls < NG_CLASSES && ((size_t)32 << cls) < size)
-        cls++;
-    if (cls < NG_CLASSES && a->free_list[cls] != NULL) {
-        void *blk = a->free_list[cls];
-        memcpy(&a->free_list[cls], blk, sizeof(void *));
-        a->cached -= (size_t)32 << cls;
-        return blk;
-    }
-    size_t usable = cls < NG_CLASSES ? (size_t)32 << cls : size;
-    struct ng_hdr *h = malloc(sizeof *h + usable);
-    if (h == NULL)
-        return NULL;  /* nghttp2 reports NGHTTP2_ERR_NOMEM */
-    h->cls = cls;
-    h->size = usable;
-    return h + 1;
-}
-
-static void ng_free(void *ptr, void *ud)
-{
-    struct ng_alloc *a = ud;
-    if (ptr == NULL)
-        return;
-    struct ng_hdr *h = (struct ng_hdr *)ptr - 1;
-    if (h->cls < NG_CLASSES && a->cached + h->size <= NG_CACHE_BYTES) {
-        memcpy(ptr, &a->free_list[h->cls], sizeof(void *));
-        a->free_list[h->cls] = ptr;
-        a->cached += h->size;
-        return;
-    }
-    free(h);
-}
-
-static void *ng_calloc(size_t nmemb, size_t size, void *ud)
-{
-    if (size != 0 && nmemb > SIZE_MAX / size)
-        return NULL;
-    void *p = ng_malloc(nmemb * size, ud);
-    if (p != NULL)
-        memset(p, 0, nmemb * size);
-    return p;
-}
-
-static void *ng_realloc(void *ptr, size_t size, void *ud)
-{
-    if (ptr == NULL)
-        return ng_malloc(size, ud);
-    struct ng_hdr *h = (struct ng_hdr *)ptr - 1;
-    if (size <= h->size && size > 0)
-        return ptr;
-    void *n = ng_malloc(size, ud);
-    if (n == NULL)
-        return NULL;
-    memcpy(n, ptr, h->size < size ? h->size : size);
-    ng_free(ptr, ud);
-    return n;
-}
-
-static void ng_alloc_release(struct ng_alloc *a)
-{
-    for (int c = 0; c < NG_CLASSES; c++) {
-        void *blk = a->free_list[c];
-        while (blk != NULL) {
-            void *next;
-            memcpy(&next, blk, sizeof next);
-            free((struct ng_hdr *)blk - 1);
-            blk = next;
-        }
-        a->free_list[c] = NULL;
-    }
-    a->cached = 0;
-}
 
 /* ---- small helpers ----------------------------------------------------- */
 
@@ -1302,7 +1199,7 @@ struct h2_pool *h2_pool_new(uv_loop_t *loop, const struct h2_pool_config *cfg)
     nghttp2_session_callbacks_set_on_stream_close_callback(p->ngcb, on_stream_close_cb);
     nghttp2_session_callbacks_set_on_frame_not_send_callback(p->ngcb, on_frame_not_send_cb);
     nghttp2_option_new(&p->ngopt);
-    p->ngmem = (nghttp2_mem){ &p->ngalloc, ng_malloc, ng_free, ng_calloc, ng_realloc };
+    p->ngmem = ng_alloc_mem(&p->ngalloc);
     nghttp2_option_set_peer_max_concurrent_streams(p->ngopt, p->initial_max_streams);
     if (p->ngcb == NULL || p->ngopt == NULL) {
         fprintf(stderr, "out of memory (nghttp2)\n");

@@ -252,11 +252,15 @@ static void on_request(void *ctx, struct sbx_conn *c, void *state,
     char *body = s->reply_body, *retry_buf = s->reply_retry, *unique_id = s->reply_unique_id;
     memcpy(s->reply_id, res.apns_id, sizeof s->reply_id);
     resp->status = status;
+    /* apns-id and apns-unique-id differ per notification: never indexed, so
+     * they do not push reusable entries out of the HPACK tables. */
     resp->headers[resp->nheaders].name = "apns-id";
+    resp->headers[resp->nheaders].no_index = true;
     resp->headers[resp->nheaders++].value = s->reply_id;
     if (status == 200 && s->opt.cfg.env == SBX_ENV_SANDBOX) {
         uuid_v4(s->reply_unique_id);
         resp->headers[resp->nheaders].name = "apns-unique-id";
+        resp->headers[resp->nheaders].no_index = true;
         resp->headers[resp->nheaders++].value = unique_id;
     }
     if (reason) {

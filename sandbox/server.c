@@ -16,6 +16,14 @@
  * exactly one finish() call: at submission (answered) or when the stream or
  * connection dies first.
  *
+ * Storage. nghttp2's blocks and the streams come from one http2/ngalloc
+ * allocator per server (free lists; the server runs on one loop). A
+ * stream's request strings (pseudo-headers, header names and values), a
+ * small request body, and the response's header strings and body live in
+ * its bump arena (inline buffer, then malloc'ed chunks); the header and
+ * nghttp2_nv arrays are inline up to HDRS_INLINE / SBX_RESP_MAX_HEADERS + 1.
+ * All of it stays valid until stream_free, which releases it at once.
+ *
  * Lifetime. tls_conn's on_close is the single teardown point: streams are
  * finished and freed, the nghttp2 session deleted, the service told, and the
  * struct freed in the timer's close callback. nghttp2_session_del() does not
@@ -42,10 +50,12 @@
 
 #include "common/log.h"
 #include "common/util.h"
+#include "http2/ngalloc.h"
 #include "http2/tls.h"
 #include "sandbox/http1.h"
 
 #include <nghttp2/nghttp2.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +63,9 @@
 #define BODY_CAP (64 * 1024)    /* request bytes stored; the rest only counted */
 #define OUT_CHUNK (32 * 1024)   /* coalesce nghttp2 output into TLS writes */
 #define SUMMARY_CONNS 10000     /* per-connection rows kept for the summary */
+#define ARENA_INLINE 2048       /* per-stream string bytes without a malloc */
+#define ARENA_CHUNK 4096        /* minimum overflow chunk */
+#define HDRS_INLINE 16          /* request headers without a malloc */
 
 struct listener {
     uv_tcp_t tcp;
@@ -64,18 +77,34 @@ struct listener {
     struct listener *next;
 };
 
+/* Overflow storage of a stream's arena (request bodies and strings that do
+ * not fit the inline buffer); freed together with the stream. */
+struct arena_chunk {
+    struct arena_chunk *next;
+    size_t cap, used;
+    char data[];
+};
+
+/*
+ * One request/response exchange. Its strings (pseudo-headers, header names
+ * and values, response header strings and body, and a small request body)
+ * live in a bump arena: arena[] inline, then malloc'ed chunks; all freed in
+ * stream_free. Everything before |arena| is zeroed by stream_new; the
+ * inline storage from |arena| on is only written as it is used.
+ */
 struct stream {
     struct sbx_conn *conn;
     int32_t id;
     struct stream *prev, *next;     /* conn->streams */
     /* request */
     char *method, *path, *scheme, *authority;
-    struct sbx_header *hdrs;
+    struct sbx_header *hdrs;        /* hdrs_inline, or malloc'ed past HDRS_INLINE */
     size_t nhdrs, caphdrs;
     size_t header_bytes;
     bool headers_too_large;
-    uint8_t *body;
+    uint8_t *body;                  /* in the arena, or malloc'ed when body_heap */
     size_t body_len, body_cap, body_total;
+    bool body_heap;
     bool dispatched;
     /* response */
     enum sbx_action action;
@@ -83,9 +112,8 @@ struct stream {
     bool submitted;
     uint64_t due_mono;              /* submit at this mono_ms */
     int status;
-    nghttp2_nv *nva;                /* strings owned (copied) */
-    size_t nnv;
-    char *resp_body;
+    size_t nnv;                     /* entries of nva[] in use */
+    char *resp_body;                /* in the arena */
     size_t resp_len, resp_off;
     void *tag;
     bool tag_pending;               /* finish() not yet called */
@@ -94,6 +122,13 @@ struct stream {
     const char *bad;                /* why the request is malformed, NULL if not */
     bool regular_seen;              /* a regular header arrived (pseudo ones must precede) */
     int64_t content_length;         /* -1 when absent */
+    struct arena_chunk *chunks;     /* overflow, newest first */
+    size_t arena_used;
+    /* ---- not zeroed: used from the start, as far as set ---- */
+    char arena[ARENA_INLINE];
+    struct sbx_header hdrs_inline[HDRS_INLINE];
+    nghttp2_nv nva[SBX_RESP_MAX_HEADERS + 1]; /* [0] is :status; strings in the arena */
+    char status_text[12];
 };
 
 struct conn_row {
@@ -149,6 +184,8 @@ struct sbx_server {
     struct sbx_server_stats stats;
     struct conn_row *rows;
     size_t nrows;
+    struct ng_alloc ngalloc;        /* nghttp2's blocks and our streams (http2/ngalloc.h) */
+    nghttp2_mem ngmem;
 };
 
 static void conn_flush(struct sbx_conn *c);
@@ -159,7 +196,14 @@ static void h1_pump(struct sbx_conn *c);
 
 static struct stream *stream_new(struct sbx_conn *c, int32_t id)
 {
-    struct stream *s = xcalloc(1, sizeof *s);
+    struct stream *s = ng_malloc(sizeof *s, &c->srv->ngalloc);
+    if (s == NULL) {
+        fprintf(stderr, "out of memory (%zu bytes)\n", sizeof *s);
+        abort();
+    }
+    memset(s, 0, offsetof(struct stream, arena));
+    s->hdrs = s->hdrs_inline;
+    s->caphdrs = HDRS_INLINE;
     s->conn = c;
     s->id = id;
     s->content_length = -1;
@@ -192,23 +236,104 @@ static void stream_free(struct stream *s)
         c->streams = s->next;
     if (s->next)
         s->next->prev = s->prev;
-    free(s->method);
-    free(s->path);
-    free(s->scheme);
-    free(s->authority);
-    for (size_t i = 0; i < s->nhdrs; i++) {
-        free(s->hdrs[i].name);
-        free(s->hdrs[i].value);
+    if (s->hdrs != s->hdrs_inline)
+        free(s->hdrs);
+    if (s->body_heap)
+        free(s->body);
+    struct arena_chunk *ch = s->chunks;
+    while (ch) {
+        struct arena_chunk *next = ch->next;
+        free(ch);
+        ch = next;
     }
-    free(s->hdrs);
-    free(s->body);
-    for (size_t i = 0; i < s->nnv; i++) {
-        free(s->nva[i].name);
-        free(s->nva[i].value);
+    ng_free(s, &c->srv->ngalloc);
+}
+
+/* |n| bytes of |s|'s arena (no alignment: strings and bytes only). */
+static char *arena_alloc(struct stream *s, size_t n)
+{
+    if (n <= ARENA_INLINE - s->arena_used) {
+        char *p = s->arena + s->arena_used;
+        s->arena_used += n;
+        return p;
     }
-    free(s->nva);
-    free(s->resp_body);
-    free(s);
+    struct arena_chunk *ch = s->chunks;
+    if (ch == NULL || n > ch->cap - ch->used) {
+        size_t cap = n > ARENA_CHUNK ? n : ARENA_CHUNK;
+        ch = xmalloc(sizeof *ch + cap);
+        ch->cap = cap;
+        ch->used = 0;
+        ch->next = s->chunks;
+        s->chunks = ch;
+    }
+    char *p = ch->data + ch->used;
+    ch->used += n;
+    return p;
+}
+
+/* A NUL-terminated copy of |len| bytes at |p| in |s|'s arena. */
+static char *arena_strndup(struct stream *s, const void *p, size_t len)
+{
+    char *d = arena_alloc(s, len + 1);
+    memcpy(d, p, len);
+    d[len] = '\0';
+    return d;
+}
+
+/* Append a regular request header (copied). */
+static void stream_add_header(struct stream *s, const void *name, size_t namelen,
+                              const void *value, size_t valuelen)
+{
+    if (s->nhdrs == s->caphdrs) {
+        s->caphdrs *= 2;
+        if (s->hdrs == s->hdrs_inline) {
+            s->hdrs = xmalloc(s->caphdrs * sizeof *s->hdrs);
+            memcpy(s->hdrs, s->hdrs_inline, s->nhdrs * sizeof *s->hdrs);
+        } else {
+            s->hdrs = xrealloc(s->hdrs, s->caphdrs * sizeof *s->hdrs);
+        }
+    }
+    struct sbx_header *h = &s->hdrs[s->nhdrs++];
+    h->name = arena_strndup(s, name, namelen);
+    h->namelen = namelen;
+    h->value = arena_strndup(s, value, valuelen);
+    h->valuelen = valuelen;
+}
+
+/*
+ * Store up to BODY_CAP request body bytes (the rest only counted by the
+ * caller). A body that fits what is left of the inline arena stays there;
+ * a bigger one moves to a malloc'ed buffer grown by doubling from 1 KB.
+ */
+static void stream_add_body(struct stream *s, const uint8_t *data, size_t len)
+{
+    if (s->body_len >= BODY_CAP)
+        return;
+    size_t n = BODY_CAP - s->body_len < len ? BODY_CAP - s->body_len : len;
+    if (s->body_len + n > s->body_cap) {
+        size_t room = ARENA_INLINE - s->arena_used;
+        if (s->body_cap == 0 && n <= room) {
+            s->body_cap = room < BODY_CAP ? room : BODY_CAP;
+            s->body = (uint8_t *)arena_alloc(s, s->body_cap);
+        } else {
+            size_t cap = s->body_heap ? s->body_cap : 1024;
+            while (cap < s->body_len + n)
+                cap *= 2;
+            cap = cap < BODY_CAP ? cap : BODY_CAP;
+            if (s->body_heap) {
+                s->body = xrealloc(s->body, cap);
+            } else {
+                uint8_t *b = xmalloc(cap);
+                if (s->body_len > 0)
+                    memcpy(b, s->body, s->body_len);
+                s->body = b;
+                s->body_heap = true;
+            }
+            s->body_cap = cap;
+        }
+    }
+    memcpy(s->body + s->body_len, data, n);
+    s->body_len += n;
 }
 
 static ssize_t read_resp_body(nghttp2_session *session, int32_t stream_id, uint8_t *buf,
@@ -265,26 +390,22 @@ static void stream_prepare(struct stream *s, const struct sbx_response *r)
     if (r->action != SBX_ACT_REPLY)
         return;
     size_t nh = r->nheaders > SBX_RESP_MAX_HEADERS ? SBX_RESP_MAX_HEADERS : r->nheaders;
-    s->nva = xcalloc(nh + 1, sizeof *s->nva);
-    char st[8];
-    snprintf(st, sizeof st, "%d", r->status);
-    const char *names[SBX_RESP_MAX_HEADERS + 1], *values[SBX_RESP_MAX_HEADERS + 1];
-    names[0] = ":status";
-    values[0] = st;
+    int stlen = snprintf(s->status_text, sizeof s->status_text, "%d", r->status);
+    s->nva[0] = (nghttp2_nv){ (uint8_t *)":status", (uint8_t *)s->status_text, 7,
+                              (size_t)stlen, NGHTTP2_NV_FLAG_NONE };
+    s->nnv = 1;
     for (size_t i = 0; i < nh; i++) {
-        names[i + 1] = r->headers[i].name;
-        values[i + 1] = r->headers[i].value;
-    }
-    for (size_t i = 0; i < nh + 1; i++) {
         nghttp2_nv *nv = &s->nva[s->nnv++];
-        nv->namelen = strlen(names[i]);
-        nv->valuelen = strlen(values[i]);
-        nv->name = (uint8_t *)xstrndup(names[i], nv->namelen);
-        nv->value = (uint8_t *)xstrndup(values[i], nv->valuelen);
-        nv->flags = NGHTTP2_NV_FLAG_NONE;
+        nv->namelen = strlen(r->headers[i].name);
+        nv->valuelen = strlen(r->headers[i].value);
+        nv->name = (uint8_t *)arena_strndup(s, r->headers[i].name, nv->namelen);
+        nv->value = (uint8_t *)arena_strndup(s, r->headers[i].value, nv->valuelen);
+        /* A value unique to this response would only evict useful entries
+         * from both HPACK dynamic tables. */
+        nv->flags = r->headers[i].no_index ? NGHTTP2_NV_FLAG_NO_INDEX : NGHTTP2_NV_FLAG_NONE;
     }
     if (r->body && r->body_len > 0) {
-        s->resp_body = xmalloc(r->body_len);
+        s->resp_body = arena_alloc(s, r->body_len);
         memcpy(s->resp_body, r->body, r->body_len);
         s->resp_len = r->body_len;
     }
@@ -361,10 +482,10 @@ static int on_begin_headers(nghttp2_session *h2, const nghttp2_frame *frame, voi
     return 0;
 }
 
-static void set_pseudo(char **field, const uint8_t *v, size_t len)
+static void set_pseudo(struct stream *s, char **field, const uint8_t *v, size_t len)
 {
     if (*field == NULL)
-        *field = xstrndup((const char *)v, len);
+        *field = arena_strndup(s, v, len);
 }
 
 static bool name_is(const uint8_t *name, size_t len, const char *want)
@@ -463,24 +584,16 @@ static int on_header(nghttp2_session *h2, const nghttp2_frame *frame, const uint
     }
     if (namelen > 0 && name[0] == ':') {
         if (namelen == 7 && memcmp(name, ":method", 7) == 0)
-            set_pseudo(&s->method, value, valuelen);
+            set_pseudo(s, &s->method, value, valuelen);
         else if (namelen == 5 && memcmp(name, ":path", 5) == 0)
-            set_pseudo(&s->path, value, valuelen);
+            set_pseudo(s, &s->path, value, valuelen);
         else if (namelen == 7 && memcmp(name, ":scheme", 7) == 0)
-            set_pseudo(&s->scheme, value, valuelen);
+            set_pseudo(s, &s->scheme, value, valuelen);
         else if (namelen == 10 && memcmp(name, ":authority", 10) == 0)
-            set_pseudo(&s->authority, value, valuelen);
+            set_pseudo(s, &s->authority, value, valuelen);
         return 0;
     }
-    if (s->nhdrs == s->caphdrs) {
-        s->caphdrs = s->caphdrs ? s->caphdrs * 2 : 16;
-        s->hdrs = xrealloc(s->hdrs, s->caphdrs * sizeof *s->hdrs);
-    }
-    struct sbx_header *h = &s->hdrs[s->nhdrs++];
-    h->name = xstrndup((const char *)name, namelen);
-    h->namelen = namelen;
-    h->value = xstrndup((const char *)value, valuelen);
-    h->valuelen = valuelen;
+    stream_add_header(s, name, namelen, value, valuelen);
     return 0;
 }
 
@@ -491,18 +604,7 @@ static int on_data_chunk(nghttp2_session *h2, uint8_t flags, int32_t stream_id,
     if (s == NULL || s->dispatched)
         return 0;
     s->body_total += len;
-    if (s->body_len < BODY_CAP) {
-        size_t n = BODY_CAP - s->body_len < len ? BODY_CAP - s->body_len : len;
-        if (s->body_len + n > s->body_cap) {
-            size_t cap = s->body_cap ? s->body_cap : 1024;
-            while (cap < s->body_len + n)
-                cap *= 2;
-            s->body_cap = cap < BODY_CAP ? cap : BODY_CAP;
-            s->body = xrealloc(s->body, s->body_cap);
-        }
-        memcpy(s->body + s->body_len, data, n);
-        s->body_len += n;
-    }
+    stream_add_body(s, data, len);
     return 0;
 }
 
@@ -784,26 +886,20 @@ static void h1_on_request(void *user, const struct sbx_request *req, bool keep_a
     if (c->active > c->srv->stats.max_streams_seen)
         c->srv->stats.max_streams_seen = c->active;
     s->h1_keep_alive = keep_alive;
-    s->method = xstrdup(req->method ? req->method : "");
-    s->path = xstrdup(req->path ? req->path : "");
-    s->scheme = xstrdup(req->scheme ? req->scheme : "https");
-    s->authority = req->authority ? xstrdup(req->authority) : NULL;
+    const char *method = req->method ? req->method : "";
+    const char *path = req->path ? req->path : "";
+    const char *scheme = req->scheme ? req->scheme : "https";
+    s->method = arena_strndup(s, method, strlen(method));
+    s->path = arena_strndup(s, path, strlen(path));
+    s->scheme = arena_strndup(s, scheme, strlen(scheme));
+    s->authority = req->authority ? arena_strndup(s, req->authority, strlen(req->authority))
+                                  : NULL;
     s->headers_too_large = req->headers_too_large;
-    if (req->nheaders > 0) {
-        s->hdrs = xcalloc(req->nheaders, sizeof *s->hdrs);
-        s->nhdrs = s->caphdrs = req->nheaders;
-        for (size_t i = 0; i < req->nheaders; i++) {
-            s->hdrs[i].name = xstrndup(req->headers[i].name, req->headers[i].namelen);
-            s->hdrs[i].namelen = req->headers[i].namelen;
-            s->hdrs[i].value = xstrndup(req->headers[i].value, req->headers[i].valuelen);
-            s->hdrs[i].valuelen = req->headers[i].valuelen;
-        }
-    }
-    if (req->body_len > 0) {
-        s->body = xmalloc(req->body_len);
-        memcpy(s->body, req->body, req->body_len);
-        s->body_len = s->body_cap = req->body_len;
-    }
+    for (size_t i = 0; i < req->nheaders; i++)
+        stream_add_header(s, req->headers[i].name, req->headers[i].namelen,
+                          req->headers[i].value, req->headers[i].valuelen);
+    if (req->body_len > 0)
+        stream_add_body(s, req->body, req->body_len);
     s->body_total = req->body_total;
     stream_dispatch(s); /* never frees |s| on HTTP/1.1 */
     h1_pump(c);
@@ -919,7 +1015,7 @@ static int h2_start(struct sbx_conn *c)
             abort();
         nghttp2_option_set_no_http_messaging(opt, 1);
     }
-    int rv = nghttp2_session_server_new2(&c->h2, cbs, c, opt);
+    int rv = nghttp2_session_server_new3(&c->h2, cbs, c, opt, &c->srv->ngmem);
     nghttp2_option_del(opt);
     nghttp2_session_callbacks_del(cbs);
     if (rv != 0) {
@@ -1111,6 +1207,7 @@ struct sbx_server *sbx_server_new(uv_loop_t *loop, SSL_CTX *ssl_ctx)
     struct sbx_server *srv = xcalloc(1, sizeof *srv);
     srv->loop = loop;
     srv->ssl_ctx = ssl_ctx;
+    srv->ngmem = ng_alloc_mem(&srv->ngalloc);
     return srv;
 }
 
@@ -1242,6 +1339,7 @@ void sbx_server_free(struct sbx_server *srv)
         l = next;
     }
     free(srv->rows);
+    ng_alloc_release(&srv->ngalloc);
     free(srv);
 }
 

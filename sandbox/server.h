@@ -42,6 +42,8 @@ struct sbx_response {
     struct {
         const char *name;             /* lowercase */
         const char *value;
+        bool no_index;                /* HPACK "never indexed" (HTTP/2): for values
+                                         unique to this response (apns-id) */
     } headers[SBX_RESP_MAX_HEADERS];
     size_t nheaders;
     const char *body;                 /* NULL/0 = no body (HEADERS+END_STREAM) */

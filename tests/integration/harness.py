@@ -1271,7 +1271,8 @@ def apns_push(base_url, token, payload, jwt, topic=TOPIC, push_type="alert",
         body_file.unlink(missing_ok=True)
     out = p.stdout.decode(errors="replace")
     headers, status, body_lines = {}, None, []
-    hdr_re = re.compile(r"recv \(stream_id=\d+\) (:?[a-z0-9-]+): (.*)$")
+    # ", sensitive": a never-indexed header (the sandbox's apns-id)
+    hdr_re = re.compile(r"recv \(stream_id=\d+(?:, sensitive)?\) (:?[a-z0-9-]+): (.*)$")
     for line in out.splitlines():
         m = hdr_re.search(line)
         if m:

@@ -913,6 +913,125 @@ TEST(device_rate_limit_too_many_requests)
     cJSON_Delete(rec);
 }
 
+/* ---- nghttp2 client: how the response headers were encoded -------------- */
+
+struct hp {
+    struct tls_conn *c;
+    nghttp2_session *h2;
+    int status;
+    uint8_t flags_apns_id, flags_unique_id, flags_status;
+    int seen;                   /* bit 0 apns-id, bit 1 apns-unique-id */
+    bool closed;
+};
+
+static ssize_t hp_body(nghttp2_session *h2, int32_t sid, uint8_t *buf, size_t len,
+                       uint32_t *data_flags, nghttp2_data_source *src, void *user)
+{
+    memcpy(buf, "{}", 2);
+    *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+    return 2;
+}
+
+static int hp_on_header(nghttp2_session *h2, const nghttp2_frame *frame, const uint8_t *name,
+                        size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
+                        void *user)
+{
+    struct hp *h = user;
+    if (namelen == 7 && memcmp(name, ":status", 7) == 0) {
+        h->status = atoi((const char *)value);
+        h->flags_status = flags;
+    } else if (namelen == 7 && memcmp(name, "apns-id", 7) == 0) {
+        h->flags_apns_id = flags;
+        h->seen |= 1;
+    } else if (namelen == 14 && memcmp(name, "apns-unique-id", 14) == 0) {
+        h->flags_unique_id = flags;
+        h->seen |= 2;
+    }
+    return 0;
+}
+
+static int hp_on_close(nghttp2_session *h2, int32_t sid, uint32_t code, void *user)
+{
+    struct hp *h = user;
+    tls_conn_close(h->c, 0, "done");
+    return 0;
+}
+
+static void hp_flush(struct hp *h)
+{
+    const uint8_t *d;
+    ssize_t n;
+    while ((n = nghttp2_session_mem_send(h->h2, &d)) > 0)
+        tls_conn_write(h->c, d, (size_t)n);
+}
+
+static void hp_open(struct tls_conn *c, void *user)
+{
+    struct hp *h = user;
+    nghttp2_session_callbacks *cbs;
+    ASSERT_EQ_INT(0, nghttp2_session_callbacks_new(&cbs));
+    nghttp2_session_callbacks_set_on_header_callback(cbs, hp_on_header);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cbs, hp_on_close);
+    ASSERT_EQ_INT(0, nghttp2_session_client_new(&h->h2, cbs, h));
+    nghttp2_session_callbacks_del(cbs);
+    ASSERT_EQ_INT(0, nghttp2_submit_settings(h->h2, NGHTTP2_FLAG_NONE, NULL, 0));
+    char auth[1024];
+    snprintf(auth, sizeof auth, "bearer %s", F.jwt);
+#define NV(n, v) { (uint8_t *)(n), (uint8_t *)(v), strlen(n), strlen(v), NGHTTP2_NV_FLAG_NONE }
+    nghttp2_nv nva[] = {
+        NV(":method", "POST"), NV(":scheme", "https"), NV(":authority", "localhost"),
+        NV(":path", "/3/device/" TOKEN_A), NV("apns-topic", "com.example.App"),
+        NV("authorization", auth),
+    };
+#undef NV
+    nghttp2_data_provider prd = { .read_callback = hp_body };
+    ASSERT(nghttp2_submit_request(h->h2, NULL, nva, sizeof nva / sizeof nva[0], &prd, NULL) > 0);
+    hp_flush(h);
+}
+
+static void hp_data(struct tls_conn *c, const uint8_t *d, size_t len, void *user)
+{
+    struct hp *h = user;
+    ASSERT((size_t)nghttp2_session_mem_recv(h->h2, d, len) == len);
+    hp_flush(h);
+}
+
+static void hp_close(struct tls_conn *c, int err, const char *reason, void *user)
+{
+    struct hp *h = user;
+    h->closed = true;
+    nghttp2_session_del(h->h2);
+    h->h2 = NULL;
+    uv_stop(&F.loop);
+}
+
+/* apns-id and apns-unique-id are unique per response: sent as HPACK "never
+ * indexed" literals, so they do not evict reusable dynamic-table entries. */
+TEST(apns_ids_are_sent_never_indexed)
+{
+    fx_setup(NULL);
+    static const char *const alpn[] = { "h2", NULL };
+    char err[256], ca[128];
+    snprintf(ca, sizeof ca, "%s/ca.pem", F.dir);
+    SSL_CTX *ctx = tls_client_ctx_new(ca, alpn, NULL, NULL, err, sizeof err);
+    ASSERT_NOT_NULL(ctx);
+    struct sockaddr_in sa;
+    uv_ip4_addr("127.0.0.1", F.port_sbx, &sa);
+    static const struct tls_conn_callbacks cbs = { hp_open, hp_data, hp_close };
+    struct hp h = { 0 };
+    ASSERT_EQ_INT(0, tls_conn_connect(&F.loop, ctx, (struct sockaddr *)&sa, "localhost", 1, &cbs,
+                                      &h, &h.c));
+    uv_run(&F.loop, UV_RUN_DEFAULT);
+    ASSERT(h.closed);
+    ASSERT_EQ_INT(200, h.status);
+    ASSERT_EQ_INT(3, h.seen);
+    ASSERT_EQ_INT(NGHTTP2_NV_FLAG_NO_INDEX, h.flags_apns_id & NGHTTP2_NV_FLAG_NO_INDEX);
+    ASSERT_EQ_INT(NGHTTP2_NV_FLAG_NO_INDEX, h.flags_unique_id & NGHTTP2_NV_FLAG_NO_INDEX);
+    ASSERT_EQ_INT(0, h.flags_status & NGHTTP2_NV_FLAG_NO_INDEX);
+    SSL_CTX_free(ctx);
+    fx_teardown();
+}
+
 TEST_MAIN(T(missing_token_then_success_and_record), T(stream_limit_opens_after_valid_token),
           T(rejection_drops_limit_to_one), T(sandbox_listener_adds_unique_id),
           T(unregistered_file_reload_mid_run), T(goaway_every_n_client_retries),
@@ -920,4 +1039,5 @@ TEST_MAIN(T(missing_token_then_success_and_record), T(stream_limit_opens_after_v
           T(over_acknowledged_limit_gets_goaway_protocol_error),
           T(settings_follow_successes_and_rejections), T(header_list_over_8000_gets_431),
           T(hang_and_rst_stream_faults), T(body_in_several_data_frames),
-          T(payload_size_edges_over_the_wire), T(device_rate_limit_too_many_requests))
+          T(payload_size_edges_over_the_wire), T(device_rate_limit_too_many_requests),
+          T(apns_ids_are_sent_never_indexed))
