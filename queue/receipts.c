@@ -37,6 +37,10 @@
  * the outcome writes them again). The whole batch is one script run,
  * atomic as before.
  *
+ * The receipts stream is trimmed (XTRIM MAXLEN ~) once at the end of the
+ * batch instead of with each XADD: the same approximate cap, it may run
+ * over by at most one batch until the next one.
+ *
  * Reply: the integer N (settlements in the batch) when every one
  * succeeded; otherwise an array with one element per settlement: 1, or
  * the error.
@@ -61,7 +65,7 @@ static const char settle_lua[] =
     "local n = #b - 1\n"
     "local S = b[n + 1]\n"
     "local function receipt(d)\n"
-    "  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'event', S[d[2]],\n"
+    "  redis.call('XADD', KEYS[1], '*', 'event', S[d[2]],\n"
     "    'tenant', S[d[3]], 'user', d[4], 'device', d[5], 'platform', S[d[6]],\n"
     "    'app', S[d[7]], 'status', S[d[8]], 'attempt', S[d[9]], 'provider_id', d[10],\n"
     "    'http_status', S[d[11]], 'reason', S[d[12]], 'latency_ms', d[13], 'at', d[14])\n"
@@ -137,6 +141,9 @@ static const char settle_lua[] =
     "    failed = true\n"
     "  end\n"
     "end\n"
+    /* The receipts stream is trimmed once per batch (MAXLEN ~ per XADD
+     * cost Redis ~6 % of a settlement); best effort, like ~ itself. */
+    "if n > 0 then pcall(redis.call, 'XTRIM', KEYS[1], 'MAXLEN', '~', ARGV[1]) end\n"
     "if not failed then return n end\n"
     "return out\n";
 

@@ -375,5 +375,52 @@ TEST(batch_against_redis)
     server_stop();
 }
 
+/*
+ * The receipts stream stays near receipts_maxlen: it is trimmed (MAXLEN ~,
+ * whole nodes of at most 100 entries) once per batch, so it may run over
+ * by one batch and one node, never more.
+ */
+TEST(receipts_stream_is_capped_per_batch)
+{
+    if (!server_start())
+        return;
+    redisContext *s = sync_conn();
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct redis_conn *c = connect_async(&loop);
+    struct settle_keys k = keys;
+    k.receipts_maxlen = 500;
+    struct receipts_batch *b = receipts_batch_new(&loop, c, &k);
+    enum { ROUNDS = 20, PER = 150 };
+    static struct outcome out[ROUNDS * PER];
+    static char user[ROUNDS * PER][16];
+    for (int i = 0; i < ROUNDS * PER; i++) {
+        snprintf(user[i], sizeof user[i], "u%d", i);
+        struct receipt r = { .event = "ev-cap", .tenant = "ten", .user = user[i],
+                             .device = "d", .platform = "ios", .app = "app",
+                             .status = "sent", .attempt = 1, .provider_id = "p",
+                             .http_status = 200, .reason = "", .latency_ms = 1,
+                             .at_ms = 1700000000000 + i };
+        ASSERT_EQ_INT(0, receipts_batch_add(b, &r, NULL, on_settled, &out[i]));
+        if (i % PER == PER - 1) /* one batch per loop turn, as varseld's */
+            run_until(&loop, out + i + 1 - PER, PER);
+    }
+    redisReply *r = cmd(s, "XLEN t:receipts");
+    if (r->integer < 500 || r->integer > 500 + PER + 100)
+        TEST_FAIL_("%lld receipts kept with receipts_maxlen 500", r->integer);
+    freeReplyObject(r);
+    /* The newest receipt is the last one written. */
+    r = cmd(s, "XREVRANGE t:receipts + - COUNT 1");
+    ASSERT_STR_EQ(user[ROUNDS * PER - 1], entry_field(r->element[0]->element[1], "user"));
+    freeReplyObject(r);
+    receipts_batch_close(b);
+    redis_conn_close(c);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
+    redisFree(s);
+    server_stop();
+}
+
 TEST_MAIN(T(reply_count_gives_each_an_integer_1), T(reply_wrong_count_or_shape_is_an_error),
-          T(reply_array_gives_each_its_element_errors_pass_through), T(batch_against_redis))
+          T(reply_array_gives_each_its_element_errors_pass_through), T(batch_against_redis),
+          T(receipts_stream_is_capped_per_batch))
