@@ -455,6 +455,7 @@ static size_t hear(struct rig *r, int fd, char *buf, size_t cap, int want, int m
 {
     size_t len = 0;
     *eof = false;
+    buf[0] = '\0'; /* nothing heard yet: the answer count below reads buf */
     uint64_t end = mono_ms() + (uint64_t)ms;
     while (mono_ms() < end) {
         spin(r, 2);

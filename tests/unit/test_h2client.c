@@ -265,7 +265,9 @@ TEST(many_requests_one_connection_respect_limit)
 TEST(apns_style_limit_one_then_raised)
 {
     struct fx f;
-    struct h2ts_config sc = { .max_streams = 1, .raise_to = 1000, .delay_ms = 20 };
+    /* The first answer waits 300 ms: long enough to look at the pool while
+     * it is pending, even under valgrind. */
+    struct h2ts_config sc = { .max_streams = 1, .raise_to = 1000, .delay_ms = 300 };
     fx_init(&f, &sc, 1);
     f.pcfg.initial_max_streams = 1;
     fx_pool(&f);
@@ -433,7 +435,9 @@ TEST(request_timeout_cancels_stream)
 TEST(opens_more_connections_when_full)
 {
     struct fx f;
-    struct h2ts_config sc = { .max_streams = 100, .delay_ms = 100 };
+    /* Answers take 1 s, so the first 100 are still out while the second
+     * and third connections' handshakes finish, even under valgrind. */
+    struct h2ts_config sc = { .max_streams = 100, .delay_ms = 1000 };
     fx_init(&f, &sc, 1);
     f.pcfg.max_connections = 3;
     fx_pool(&f);
@@ -536,7 +540,7 @@ TEST(tls_verify_failure_is_a_connect_error)
     struct fx f;
     struct h2ts_config sc = { .max_streams = 100 };
     fx_init(&f, &sc, 0); /* client does not trust the test CA */
-    f.pcfg.connect_timeout_ms = 300;
+    f.pcfg.connect_timeout_ms = 2000; /* the handshake fails first, even under valgrind */
     fx_pool(&f);
     submit_n(&f, "/r", 2);
     RUN_UNTIL(&f, f.n_done == 2, 10000);
