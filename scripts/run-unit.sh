@@ -38,6 +38,7 @@ done
 
 wrap=()
 if [[ "${VALGRIND:-0}" == 1 ]]; then
+    export TEST_TIMEOUT_S=${TEST_TIMEOUT_S:-600} # a test's alarm: valgrind is 10-50x slower
     wrap=(valgrind -q --error-exitcode=99 --leak-check=full
           --errors-for-leak-kinds=definite --trace-children=yes
           --child-silent-after-fork=no)

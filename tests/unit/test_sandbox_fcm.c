@@ -977,10 +977,11 @@ TEST(e2e_bearer_missing_unknown_expired)
 {
     fx_setup(tune_short_tokens);
     char tok[SBX_OAUTH_TOKEN_MAX];
-    sbx_oauth_tokens_issue(F.oauth.tokens, &F.acct, now_ms(), 1000, tok);
+    /* Valid for 3 s: long enough for the first send even under valgrind. */
+    sbx_oauth_tokens_issue(F.oauth.tokens, &F.acct, now_ms(), 3000, tok);
     pool_open(1);
     snprintf(F.bearer, sizeof F.bearer, "Bearer %s", tok);
-    send_msg(TOKEN_A); /* valid for a second */
+    send_msg(TOKEN_A); /* valid for three seconds */
     F.bearer[0] = '\0';
     send_msg(TOKEN_A); /* no authorization */
     submit("POST", PATH, "application/json", "Bearer ya29.c.unknown", "{}");
@@ -998,7 +999,7 @@ TEST(e2e_bearer_missing_unknown_expired)
     ASSERT_STR_CONTAINS(F.res[3].body, "Request had invalid authentication credentials");
     ASSERT_EQ_INT(401, F.res[4].status);
     ASSERT_STR_CONTAINS(F.res[4].body, "missing required authentication credential");
-    usleep(1100 * 1000);
+    usleep(3100 * 1000);
     pool_open(1);
     snprintf(F.bearer, sizeof F.bearer, "Bearer %s", tok);
     send_msg(TOKEN_A);
