@@ -1,8 +1,9 @@
 /*
  * Helpers shared by the tests that run a real varsel-sandbox server in
- * process (test_sandbox_e2e, test_sandbox_fcm, test_sandbox_http1): a
+ * process (test_sandbox_e2e, _fcm, _http1, _server; _oauth for the temp dir): a
  * temporary directory removed at exit, the JSONL record read back, JSON
- * field readers and response headers. Each test binary includes it once
+ * field readers, response headers, TLS contexts from the certgen files and
+ * raw TLS connections. Each test binary includes it once
  * (static functions; the ones a binary does not use are marked unused).
  */
 #ifndef VARSEL_TEST_SANDBOX_FIXTURE_H
@@ -16,6 +17,7 @@
 #include <unistd.h>
 
 #include "http2/client.h"
+#include "http2/tls.h"
 #include "tests/unit/test.h"
 
 static char fixture_dir_path[64];
@@ -81,6 +83,47 @@ static __attribute__((unused)) void copy_header(const struct h2_response *r, con
 {
     const char *v = h2_response_header(r, name);
     snprintf(out, len, "%s", v ? v : "");
+}
+
+/* The server SSL_CTX from |dir|/server.pem and server.key (certgen). */
+static __attribute__((unused)) SSL_CTX *fixture_server_ctx(const char *dir,
+                                                           const char *const *alpn)
+{
+    char err[256], cert[128], key[128];
+    snprintf(cert, sizeof cert, "%s/server.pem", dir);
+    snprintf(key, sizeof key, "%s/server.key", dir);
+    SSL_CTX *ctx = tls_server_ctx_new(cert, key, alpn, err, sizeof err);
+    if (ctx == NULL)
+        TEST_FAIL_("server ctx: %s", err);
+    return ctx;
+}
+
+/* A client SSL_CTX trusting |dir|/ca.pem, offering |alpn|. */
+static __attribute__((unused)) SSL_CTX *fixture_client_ctx(const char *dir,
+                                                           const char *const *alpn)
+{
+    char err[256], ca[128];
+    snprintf(ca, sizeof ca, "%s/ca.pem", dir);
+    SSL_CTX *ctx = tls_client_ctx_new(ca, alpn, NULL, NULL, err, sizeof err);
+    if (ctx == NULL)
+        TEST_FAIL_("client ctx: %s", err);
+    return ctx;
+}
+
+/* A raw TLS connection (ALPN h2) to 127.0.0.1:|port| with |cbs| on |loop|,
+ * into *|c|; returns the client SSL_CTX, to free when the test is done. */
+static __attribute__((unused)) SSL_CTX *fixture_connect(uv_loop_t *loop, const char *dir,
+                                                        int port,
+                                                        const struct tls_conn_callbacks *cbs,
+                                                        void *user, struct tls_conn **c)
+{
+    static const char *const alpn[] = { "h2", NULL };
+    SSL_CTX *ctx = fixture_client_ctx(dir, alpn);
+    struct sockaddr_in sa;
+    uv_ip4_addr("127.0.0.1", port, &sa);
+    ASSERT_EQ_INT(0, tls_conn_connect(loop, ctx, (struct sockaddr *)&sa, "localhost", 1, cbs,
+                                      user, c));
+    return ctx;
 }
 
 #endif

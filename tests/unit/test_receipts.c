@@ -202,6 +202,34 @@ static const char *entry_field(const redisReply *fields, const char *name)
     return NULL;
 }
 
+/* A redis-server of its own, a sync connection for the checks, and an
+ * async one with a settle batch on its own loop. */
+struct rig {
+    redisContext *s;
+    uv_loop_t loop;
+    struct redis_conn *c;
+    struct receipts_batch *b;
+};
+
+static void rig_open(struct rig *g, const struct settle_keys *k)
+{
+    ASSERT(server_start());
+    g->s = sync_conn();
+    uv_loop_init(&g->loop);
+    g->c = connect_async(&g->loop);
+    g->b = receipts_batch_new(&g->loop, g->c, k);
+}
+
+static void rig_close(struct rig *g)
+{
+    receipts_batch_close(g->b);
+    redis_conn_close(g->c);
+    uv_run(&g->loop, UV_RUN_DEFAULT);
+    uv_loop_close(&g->loop);
+    redisFree(g->s);
+    server_stop();
+}
+
 /*
  * One batch of 300 settlements over 20 events, with 100 distinct reasons
  * (more strings than the table holds: the batch is split), some retries
@@ -210,14 +238,13 @@ static const char *entry_field(const redisReply *fields, const char *name)
  */
 TEST(batch_against_redis)
 {
-    if (!server_start())
-        return;
-    redisContext *s = sync_conn();
+    struct rig g;
+    rig_open(&g, &keys);
+    redisContext *s = g.s;
+    uv_loop_t *loop = &g.loop;
+    struct redis_conn *c = g.c;
+    struct receipts_batch *b = g.b;
     freeReplyObject(cmd(s, "SET t:{ten}:status:ev-bad x"));
-    uv_loop_t loop;
-    uv_loop_init(&loop);
-    struct redis_conn *c = connect_async(&loop);
-    struct receipts_batch *b = receipts_batch_new(&loop, c, &keys);
     enum { N = 299 };
     static struct outcome out[N + 1];
     char ev[N + 1][32], user[N + 1][32], dev[N + 1][32], reason[N + 1][32], pid[N + 1][32],
@@ -244,7 +271,7 @@ TEST(batch_against_redis)
             o = (struct settle_opts){ SETTLE_GIVE_UP, rid[i], 0, "{\"y\":2}", "too old" };
         ASSERT_EQ_INT(0, receipts_batch_add(b, &r, &o, on_settled, &out[i]));
     }
-    run_until(&loop, out, N + 1);
+    run_until(loop, out, N + 1);
     for (int i = 0; i < N + 1; i++) {
         ASSERT_EQ_INT(1, out[i].calls);
         if (strcmp(ev[i], "ev-bad") == 0) {
@@ -332,7 +359,7 @@ TEST(batch_against_redis)
                               .latency_ms = 1, .at_ms = 2 };
         ASSERT_EQ_INT(0, receipts_batch_add(b, &r2, NULL, on_settled, &two[i]));
     }
-    run_until(&loop, two, 4);
+    run_until(loop, two, 4);
     for (int i = 0; i < 4; i++) {
         ASSERT_EQ_INT(1, two[i].calls);
         ASSERT_EQ_INT(REDIS_REPLY_INTEGER, two[i].type);
@@ -354,7 +381,7 @@ TEST(batch_against_redis)
                           .latency_ms = 5, .at_ms = 1 };
     struct settle_opts oo = { SETTLE_FINAL, "r13", 0, NULL, NULL };
     ASSERT_EQ_INT(0, receipts_settle(c, &keys, &ro, &oo, on_settled, &one));
-    run_until(&loop, &one, 1);
+    run_until(loop, &one, 1);
     ASSERT_EQ_INT(REDIS_REPLY_INTEGER, one.type);
     ASSERT_EQ_INT(1, (int)one.value);
     r = cmd(s, "HGET t:{ten}:status:ev-1 u1:d1");
@@ -367,12 +394,7 @@ TEST(batch_against_redis)
     ASSERT_EQ_INT(0, (int)r->integer);
     freeReplyObject(r);
 
-    receipts_batch_close(b);
-    redis_conn_close(c);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    uv_loop_close(&loop);
-    redisFree(s);
-    server_stop();
+    rig_close(&g);
 }
 
 /*
@@ -382,15 +404,10 @@ TEST(batch_against_redis)
  */
 TEST(receipts_stream_is_capped_per_batch)
 {
-    if (!server_start())
-        return;
-    redisContext *s = sync_conn();
-    uv_loop_t loop;
-    uv_loop_init(&loop);
-    struct redis_conn *c = connect_async(&loop);
     struct settle_keys k = keys;
     k.receipts_maxlen = 500;
-    struct receipts_batch *b = receipts_batch_new(&loop, c, &k);
+    struct rig g;
+    rig_open(&g, &k);
     enum { ROUNDS = 20, PER = 150 };
     static struct outcome out[ROUNDS * PER];
     static char user[ROUNDS * PER][16];
@@ -401,24 +418,19 @@ TEST(receipts_stream_is_capped_per_batch)
                              .status = "sent", .attempt = 1, .provider_id = "p",
                              .http_status = 200, .reason = "", .latency_ms = 1,
                              .at_ms = 1700000000000 + i };
-        ASSERT_EQ_INT(0, receipts_batch_add(b, &r, NULL, on_settled, &out[i]));
+        ASSERT_EQ_INT(0, receipts_batch_add(g.b, &r, NULL, on_settled, &out[i]));
         if (i % PER == PER - 1) /* one batch per loop turn, as varseld's */
-            run_until(&loop, out + i + 1 - PER, PER);
+            run_until(&g.loop, out + i + 1 - PER, PER);
     }
-    redisReply *r = cmd(s, "XLEN t:receipts");
+    redisReply *r = cmd(g.s, "XLEN t:receipts");
     if (r->integer < 500 || r->integer > 500 + PER + 100)
         TEST_FAIL_("%lld receipts kept with receipts_maxlen 500", r->integer);
     freeReplyObject(r);
     /* The newest receipt is the last one written. */
-    r = cmd(s, "XREVRANGE t:receipts + - COUNT 1");
+    r = cmd(g.s, "XREVRANGE t:receipts + - COUNT 1");
     ASSERT_STR_EQ(user[ROUNDS * PER - 1], entry_field(r->element[0]->element[1], "user"));
     freeReplyObject(r);
-    receipts_batch_close(b);
-    redis_conn_close(c);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    uv_loop_close(&loop);
-    redisFree(s);
-    server_stop();
+    rig_close(&g);
 }
 
 TEST_MAIN(T(reply_count_gives_each_an_integer_1), T(reply_wrong_count_or_shape_is_an_error),

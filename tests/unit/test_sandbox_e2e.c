@@ -65,7 +65,7 @@ static void fx_setup(void (*tune)(struct fx *))
     memset(&F, 0, sizeof F);
     ASSERT_EQ_INT(0, uv_loop_init(&F.loop));
     fixture_tmpdir("sbx-e2e", F.dir, sizeof F.dir);
-    char err[256], p8[128], pub[128], cert[128], key[128], ca[128];
+    char err[256], p8[128], pub[128];
     ASSERT_EQ_INT(0, certgen_ca_and_server(F.dir, err, sizeof err));
     snprintf(p8, sizeof p8, "%s/KEY0000001.p8", F.dir);
     snprintf(pub, sizeof pub, "%s/KEY0000001.pub.pem", F.dir);
@@ -81,14 +81,9 @@ static void fx_setup(void (*tune)(struct fx *))
     F.jwt = jws_compact_sign("ES256", F.priv, "{\"alg\":\"ES256\",\"kid\":\"KEY0000001\"}", claims);
     ASSERT_NOT_NULL(F.jwt);
 
-    snprintf(cert, sizeof cert, "%s/server.pem", F.dir);
-    snprintf(key, sizeof key, "%s/server.key", F.dir);
-    snprintf(ca, sizeof ca, "%s/ca.pem", F.dir);
     static const char *const alpn[] = { "h2", NULL };
-    F.sctx = tls_server_ctx_new(cert, key, alpn, err, sizeof err);
-    ASSERT_NOT_NULL(F.sctx);
-    F.cctx = tls_client_ctx_new(ca, alpn, NULL, NULL, err, sizeof err);
-    ASSERT_NOT_NULL(F.cctx);
+    F.sctx = fixture_server_ctx(F.dir, alpn);
+    F.cctx = fixture_client_ctx(F.dir, alpn);
 
     snprintf(F.record_path, sizeof F.record_path, "%s/record.jsonl", F.dir);
     F.rec = sbx_record_open(F.record_path, err, sizeof err);
@@ -555,17 +550,9 @@ static void raw_close(struct tls_conn *c, int err, const char *reason, void *use
 TEST(over_acknowledged_limit_gets_goaway_protocol_error)
 {
     fx_setup(NULL);
-    static const char *const alpn[] = { "h2", NULL };
-    char err[256], ca[128];
-    snprintf(ca, sizeof ca, "%s/ca.pem", F.dir);
-    SSL_CTX *ctx = tls_client_ctx_new(ca, alpn, NULL, NULL, err, sizeof err);
-    ASSERT_NOT_NULL(ctx);
-    struct sockaddr_in sa;
-    uv_ip4_addr("127.0.0.1", F.port_prod, &sa);
     static const struct tls_conn_callbacks cbs = { raw_open, raw_data, raw_close };
     struct raw r = { 0 };
-    ASSERT_EQ_INT(0, tls_conn_connect(&F.loop, ctx, (struct sockaddr *)&sa, "localhost", 1, &cbs,
-                                      &r, &r.c));
+    SSL_CTX *ctx = fixture_connect(&F.loop, F.dir, F.port_prod, &cbs, &r, &r.c);
     uv_run(&F.loop, UV_RUN_DEFAULT);
     ASSERT(r.closed);
     /* Walk the frames: expect a GOAWAY with PROTOCOL_ERROR. */
@@ -720,13 +707,6 @@ static void seq_close(struct tls_conn *c, int err, const char *reason, void *use
 TEST(settings_follow_successes_and_rejections)
 {
     fx_setup(NULL);
-    static const char *const alpn[] = { "h2", NULL };
-    char err[256], ca[128];
-    snprintf(ca, sizeof ca, "%s/ca.pem", F.dir);
-    SSL_CTX *ctx = tls_client_ctx_new(ca, alpn, NULL, NULL, err, sizeof err);
-    ASSERT_NOT_NULL(ctx);
-    struct sockaddr_in sa;
-    uv_ip4_addr("127.0.0.1", F.port_prod, &sa);
     static const struct tls_conn_callbacks cbs = { seq_open, seq_data, seq_close };
     static struct seq q;
     memset(&q, 0, sizeof q);
@@ -735,8 +715,7 @@ TEST(settings_follow_successes_and_rejections)
     q.tokens[2] = TOKEN_B;
     q.tokens[3] = TOKEN_A;
     q.nreq = 4;
-    ASSERT_EQ_INT(0, tls_conn_connect(&F.loop, ctx, (struct sockaddr *)&sa, "localhost", 1, &cbs,
-                                      &q, &q.c));
+    SSL_CTX *ctx = fixture_connect(&F.loop, F.dir, F.port_prod, &cbs, &q, &q.c);
     uv_run(&F.loop, UV_RUN_DEFAULT);
     ASSERT_EQ_INT(4, q.finished);
     /* initial 1; success → 1000; BadDeviceToken → 1; success → 1000; the
@@ -753,21 +732,13 @@ TEST(settings_follow_successes_and_rejections)
 TEST(body_in_several_data_frames)
 {
     fx_setup(NULL);
-    static const char *const alpn[] = { "h2", NULL };
-    char err[256], ca[128];
-    snprintf(ca, sizeof ca, "%s/ca.pem", F.dir);
-    SSL_CTX *ctx = tls_client_ctx_new(ca, alpn, NULL, NULL, err, sizeof err);
-    ASSERT_NOT_NULL(ctx);
-    struct sockaddr_in sa;
-    uv_ip4_addr("127.0.0.1", F.port_prod, &sa);
     static const struct tls_conn_callbacks cbs = { seq_open, seq_data, seq_close };
     static struct seq q;
     memset(&q, 0, sizeof q);
     q.tokens[0] = TOKEN_A;
     q.nreq = 1;
     q.split_body = true;
-    ASSERT_EQ_INT(0, tls_conn_connect(&F.loop, ctx, (struct sockaddr *)&sa, "localhost", 1, &cbs,
-                                      &q, &q.c));
+    SSL_CTX *ctx = fixture_connect(&F.loop, F.dir, F.port_prod, &cbs, &q, &q.c);
     uv_run(&F.loop, UV_RUN_DEFAULT);
     ASSERT_EQ_INT(1, q.finished);
     SSL_CTX_free(ctx);
@@ -1010,17 +981,9 @@ static void hp_close(struct tls_conn *c, int err, const char *reason, void *user
 TEST(apns_ids_are_sent_never_indexed)
 {
     fx_setup(NULL);
-    static const char *const alpn[] = { "h2", NULL };
-    char err[256], ca[128];
-    snprintf(ca, sizeof ca, "%s/ca.pem", F.dir);
-    SSL_CTX *ctx = tls_client_ctx_new(ca, alpn, NULL, NULL, err, sizeof err);
-    ASSERT_NOT_NULL(ctx);
-    struct sockaddr_in sa;
-    uv_ip4_addr("127.0.0.1", F.port_sbx, &sa);
     static const struct tls_conn_callbacks cbs = { hp_open, hp_data, hp_close };
     struct hp h = { 0 };
-    ASSERT_EQ_INT(0, tls_conn_connect(&F.loop, ctx, (struct sockaddr *)&sa, "localhost", 1, &cbs,
-                                      &h, &h.c));
+    SSL_CTX *ctx = fixture_connect(&F.loop, F.dir, F.port_sbx, &cbs, &h, &h.c);
     uv_run(&F.loop, UV_RUN_DEFAULT);
     ASSERT(h.closed);
     ASSERT_EQ_INT(200, h.status);

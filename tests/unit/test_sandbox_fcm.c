@@ -709,7 +709,7 @@ static void fx_setup(void (*tune)(struct fx *))
     memset(&F, 0, sizeof F);
     ASSERT_EQ_INT(0, uv_loop_init(&F.loop));
     fixture_tmpdir("sbx-fcm", F.dir, sizeof F.dir);
-    char err[256], key[128], pub[128], cert[128], skey[128], ca[128], spec[300];
+    char err[256], key[128], pub[128], spec[300];
     ASSERT_EQ_INT(0, certgen_ca_and_server(F.dir, err, sizeof err));
     snprintf(key, sizeof key, "%s/sa.key", F.dir);
     snprintf(pub, sizeof pub, "%s/sa.pub.pem", F.dir);
@@ -719,15 +719,10 @@ static void fx_setup(void (*tune)(struct fx *))
     snprintf(spec, sizeof spec, "%s:%s:%s:%s", pub, KID, EMAIL, PROJECT);
     ASSERT_EQ_INT(0, sbx_oauth_account_load(&F.acct, spec, err, sizeof err));
 
-    snprintf(cert, sizeof cert, "%s/server.pem", F.dir);
-    snprintf(skey, sizeof skey, "%s/server.key", F.dir);
-    snprintf(ca, sizeof ca, "%s/ca.pem", F.dir);
     static const char *const salpn[] = { "h2", "http/1.1", NULL };
     static const char *const calpn[] = { "h2", NULL };
-    F.sctx = tls_server_ctx_new(cert, skey, salpn, err, sizeof err);
-    ASSERT_NOT_NULL(F.sctx);
-    F.cctx = tls_client_ctx_new(ca, calpn, NULL, NULL, err, sizeof err);
-    ASSERT_NOT_NULL(F.cctx);
+    F.sctx = fixture_server_ctx(F.dir, salpn);
+    F.cctx = fixture_client_ctx(F.dir, calpn);
     snprintf(F.record_path, sizeof F.record_path, "%s/record.jsonl", F.dir);
     F.rec = sbx_record_open(F.record_path, err, sizeof err);
     ASSERT_NOT_NULL(F.rec);
@@ -1150,16 +1145,8 @@ static void raw_close(struct tls_conn *c, int err, const char *reason, void *use
 
 static void raw_run(struct raw *r)
 {
-    static const char *const alpn[] = { "h2", NULL };
-    char err[256], ca[128];
-    snprintf(ca, sizeof ca, "%s/ca.pem", F.dir);
-    SSL_CTX *ctx = tls_client_ctx_new(ca, alpn, NULL, NULL, err, sizeof err);
-    ASSERT_NOT_NULL(ctx);
-    struct sockaddr_in sa;
-    uv_ip4_addr("127.0.0.1", F.port, &sa);
     static const struct tls_conn_callbacks cbs = { raw_open, raw_data, raw_close };
-    ASSERT_EQ_INT(0, tls_conn_connect(&F.loop, ctx, (struct sockaddr *)&sa, "localhost", 1, &cbs,
-                                      r, &r->c));
+    SSL_CTX *ctx = fixture_connect(&F.loop, F.dir, F.port, &cbs, r, &r->c);
     uv_run(&F.loop, UV_RUN_DEFAULT);
     ASSERT(r->closed);
     SSL_CTX_free(ctx);
@@ -1209,15 +1196,8 @@ TEST(e2e_exactly_one_hundred_is_fine)
     memset(&r, 0, sizeof r);
     r.nstreams = 100;
     /* No GOAWAY: the connection stays until shutdown closes it. */
-    static const char *const alpn[] = { "h2", NULL };
-    char err[256], ca[128];
-    snprintf(ca, sizeof ca, "%s/ca.pem", F.dir);
-    SSL_CTX *ctx = tls_client_ctx_new(ca, alpn, NULL, NULL, err, sizeof err);
-    struct sockaddr_in sa;
-    uv_ip4_addr("127.0.0.1", F.port, &sa);
     static const struct tls_conn_callbacks cbs = { raw_open, raw_data, raw_close };
-    ASSERT_EQ_INT(0, tls_conn_connect(&F.loop, ctx, (struct sockaddr *)&sa, "localhost", 1, &cbs,
-                                      &r, &r.c));
+    SSL_CTX *ctx = fixture_connect(&F.loop, F.dir, F.port, &cbs, &r, &r.c);
     for (int i = 0; i < 50 && sbx_server_stats(F.srv)->max_streams_seen < 100; i++)
         uv_run(&F.loop, UV_RUN_ONCE);
     ASSERT_EQ_INT(100, sbx_server_stats(F.srv)->max_streams_seen);

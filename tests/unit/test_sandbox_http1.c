@@ -263,7 +263,7 @@ static void fx_setup(void (*tune)(struct fx *))
     memset(&F, 0, sizeof F);
     ASSERT_EQ_INT(0, uv_loop_init(&F.loop));
     fixture_tmpdir("sbx-h1", F.dir, sizeof F.dir);
-    char err[256], key[128], pub[128], cert[128], skey[128], spec[300];
+    char err[256], key[128], pub[128], spec[300];
     ASSERT_EQ_INT(0, certgen_ca_and_server(F.dir, err, sizeof err));
     snprintf(key, sizeof key, "%s/sa.key", F.dir);
     snprintf(pub, sizeof pub, "%s/sa.pub.pem", F.dir);
@@ -271,11 +271,8 @@ static void fx_setup(void (*tune)(struct fx *))
     F.priv = jws_load_private_key_file(key, err, sizeof err);
     snprintf(spec, sizeof spec, "%s:%s:%s:%s", pub, KID, EMAIL, PROJECT);
     ASSERT_EQ_INT(0, sbx_oauth_account_load(&F.acct, spec, err, sizeof err));
-    snprintf(cert, sizeof cert, "%s/server.pem", F.dir);
-    snprintf(skey, sizeof skey, "%s/server.key", F.dir);
     static const char *const salpn[] = { "h2", "http/1.1", NULL };
-    F.sctx = tls_server_ctx_new(cert, skey, salpn, err, sizeof err);
-    ASSERT_NOT_NULL(F.sctx);
+    F.sctx = fixture_server_ctx(F.dir, salpn);
     snprintf(F.record_path, sizeof F.record_path, "%s/record.jsonl", F.dir);
     F.rec = sbx_record_open(F.record_path, err, sizeof err);
     sbx_faults_init(&F.faults, 5);
@@ -419,10 +416,7 @@ static void h1c_close(struct tls_conn *c, int err, const char *reason, void *use
 /* Connect with ALPN |alpn| (NULL = none), send |parts|, run to the end. */
 static void h1c_run(struct h1c *h, const char *const *alpn)
 {
-    char err[256], ca[128];
-    snprintf(ca, sizeof ca, "%s/ca.pem", F.dir);
-    SSL_CTX *ctx = tls_client_ctx_new(ca, alpn, NULL, NULL, err, sizeof err);
-    ASSERT_NOT_NULL(ctx);
+    SSL_CTX *ctx = fixture_client_ctx(F.dir, alpn);
     http_parser_init(&h->hp, HTTP_RESPONSE);
     h->hp.data = h;
     http_parser_settings_init(&h->hs);

@@ -12,6 +12,7 @@
 #include "common/jws.h"
 #include "common/util.h"
 #include "sandbox/oauth.h"
+#include "tests/unit/sandbox_fixture.h"
 
 #include <cJSON.h>
 #include <dirent.h>
@@ -28,23 +29,6 @@ static char dir[64];
 static EVP_PKEY *priv, *other_priv;
 static struct sbx_oauth_account sa_acct;
 static struct sbx_oauth_config cfg;
-
-static void remove_dir(void)
-{
-    DIR *d = opendir(dir);
-    if (d == NULL)
-        return;
-    struct dirent *e;
-    char path[512];
-    while ((e = readdir(d)) != NULL) {
-        if (e->d_name[0] == '.')
-            continue;
-        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        unlink(path);
-    }
-    closedir(d);
-    rmdir(dir);
-}
 
 static void write_file(const char *path, const char *text)
 {
@@ -68,9 +52,7 @@ static char *read_text(const char *path)
 /* Keys in a temp dir and one account (spec form) in |sa_acct|. */
 static void setup(void)
 {
-    snprintf(dir, sizeof dir, "/tmp/sbx-oauth-XXXXXX");
-    ASSERT_NOT_NULL(mkdtemp(dir));
-    atexit(remove_dir);
+    fixture_tmpdir("sbx-oauth", dir, sizeof dir);
     char key[128], pub[128], key2[128], pub2[128], err[256], spec[512];
     snprintf(key, sizeof key, "%s/sa.key", dir);
     snprintf(pub, sizeof pub, "%s/sa.pub.pem", dir);

@@ -129,16 +129,11 @@ static void setup(void)
     memset(&F, 0, sizeof F);
     ASSERT_EQ_INT(0, uv_loop_init(&F.loop));
     fixture_tmpdir("sbx-server", F.dir, sizeof F.dir);
-    char err[256], cert[128], key[128], ca[128];
+    char err[256];
     ASSERT_EQ_INT(0, certgen_ca_and_server(F.dir, err, sizeof err));
-    snprintf(cert, sizeof cert, "%s/server.pem", F.dir);
-    snprintf(key, sizeof key, "%s/server.key", F.dir);
-    snprintf(ca, sizeof ca, "%s/ca.pem", F.dir);
     static const char *const alpn[] = { "h2", NULL };
-    F.sctx = tls_server_ctx_new(cert, key, alpn, err, sizeof err);
-    ASSERT_NOT_NULL(F.sctx);
-    F.cctx = tls_client_ctx_new(ca, alpn, NULL, NULL, err, sizeof err);
-    ASSERT_NOT_NULL(F.cctx);
+    F.sctx = fixture_server_ctx(F.dir, alpn);
+    F.cctx = fixture_client_ctx(F.dir, alpn);
     F.svc = (struct sbx_service){ .name = "test", .initial_max_streams = 100,
                                   .max_header_list = 64000, .request = on_request };
     F.small = F.svc;
