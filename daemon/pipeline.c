@@ -968,7 +968,9 @@ static void job_start(struct pipeline *pl, struct pl_stream *src, struct stream_
             .attempt = 0, .provider_id = "", .http_status = 0, .reason = "",
             .latency_ms = now - j->entry.ms, .at_ms = now,
         };
-        if (receipts_settle(pl->cmd, &pl->dctx.keys, &r, NULL, on_opened_written, j) == 0)
+        /* Through the same batch as every delivery's settlement. */
+        if (pl->dctx.settle_batch &&
+            receipts_batch_add(pl->dctx.settle_batch, &r, NULL, on_opened_written, j) == 0)
             j->refs++;
         else
             job_release(j);

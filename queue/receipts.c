@@ -193,14 +193,6 @@ static char *key(const char *prefix, const char *suffix)
     return k;
 }
 
-static char *status_key(const char *prefix, const char *tenant, const char *event_id)
-{
-    size_t n = strlen(prefix) + strlen(tenant) + strlen(event_id) + 16;
-    char *k = xmalloc(n);
-    snprintf(k, n, "%s{%s}:status:%s", prefix, tenant, event_id);
-    return k;
-}
-
 /* ---- MessagePack writer (the subset the settle script reads) ------------ */
 
 struct mp_buf {
@@ -658,54 +650,6 @@ void receipts_batch_close(struct receipts_batch *b)
     receipts_batch_flush(b);
     b->closing = true;
     uv_close((uv_handle_t *)&b->prepare, on_batch_closed);
-}
-
-int receipts_settle(struct redis_conn *c, const struct settle_keys *k,
-                    const struct receipt *r, const struct settle_opts *opts,
-                    redisCallbackFn *fn, void *priv)
-{
-    static const char *const suffix[5] = { "receipts", "retry", "retry:lease",
-                                           "retry:data", "dead" };
-    struct settle_opts none = { SETTLE_FINAL, NULL, 0, NULL, NULL };
-    if (!redis_conn_ready(c))
-        return -1;
-    if (opts == NULL)
-        opts = &none;
-    char *keys[5];
-    size_t key_len[5];
-    for (int i = 0; i < 5; i++) {
-        keys[i] = key(k->prefix, suffix[i]);
-        key_len[i] = strlen(keys[i]);
-    }
-    char *ks = status_key(k->prefix, r->tenant, r->event);
-    const char *skeys[1] = { ks };
-    size_t skey_len[1] = { strlen(ks) };
-    char smaxlen[24], sttl[24], sdmax[24], spttl[24];
-    fmt_i64(smaxlen, k->receipts_maxlen);
-    fmt_i64(sttl, k->status_ttl_s);
-    fmt_i64(sdmax, k->dead_maxlen);
-    fmt_i64(spttl, k->dead_payload_ttl_s);
-    struct mp_buf blob = { 0 };
-    mp_room(&blob, ARRAY32_HEADER);
-    blob.len = ARRAY32_HEADER;
-    struct strtab *t = xcalloc(1, sizeof *t);
-    struct settle_refs x;
-    settlement_refs(t, r, &x); /* an empty table has room */
-    encode_settlement(&blob, 1, &x, r, opts);
-    strtab_write(t, &blob);
-    free(t->enc.p);
-    free(t);
-    struct settle_cb cb = { fn, priv };
-    struct sent_batch *s = sent_new(&cb, 1);
-    int rc = send_settlements(c, keys, key_len, smaxlen, sttl, sdmax, spttl, skeys, skey_len, 1,
-                              &blob, 1, s);
-    if (rc != 0)
-        free(s);
-    for (int i = 0; i < 5; i++)
-        free(keys[i]);
-    free(ks);
-    free(blob.p);
-    return rc;
 }
 
 int receipts_claim_retries(struct redis_conn *c, const char *prefix, int64_t now,

@@ -71,15 +71,6 @@ struct settle_keys {
 void receipts_init(struct redis_conn *c);
 
 /*
- * Write the receipt, set the status field and apply |opts| (NULL = final,
- * not a retry), atomically. Reply: integer 1. Returns 0 or -1 (not
- * connected; |fn| is then never called).
- */
-int receipts_settle(struct redis_conn *c, const struct settle_keys *k,
-                    const struct receipt *r, const struct settle_opts *opts,
-                    redisCallbackFn *fn, void *priv);
-
-/*
  * A settlement batcher on |c| for the keys |k| (copied). Settlements added
  * during a loop iteration are sent together just before the loop next
  * waits for I/O (a uv_prepare handle), or at once when the batch is full.

@@ -4,7 +4,7 @@
  * on a free loopback port, stopped by PID), what a batch writes: a status hash of the wrong type
  * fails only its own settlements, the later of two settlements of one
  * device wins, a batch with more distinct strings than the string table
- * holds settles everything, and the single-settlement path.
+ * holds settles everything, and a batch of one that clears a retry.
  */
 #include <arpa/inet.h>
 #include <hiredis/hiredis.h>
@@ -242,7 +242,6 @@ TEST(batch_against_redis)
     rig_open(&g, &keys);
     redisContext *s = g.s;
     uv_loop_t *loop = &g.loop;
-    struct redis_conn *c = g.c;
     struct receipts_batch *b = g.b;
     freeReplyObject(cmd(s, "SET t:{ten}:status:ev-bad x"));
     enum { N = 299 };
@@ -372,15 +371,15 @@ TEST(batch_against_redis)
     ASSERT_EQ_INT(3, (int)r->integer);
     freeReplyObject(r);
 
-    /* The single-settlement path (receipt.opened): a give-up of a
-     * scheduled retry clears it. */
+    /* A batch of one (a receipt.opened alone in its loop turn) that
+     * clears a scheduled retry. */
     struct outcome one = { 0 };
     struct receipt ro = { .event = "ev-1", .tenant = "ten", .user = "u1", .device = "d1",
                           .platform = "ios", .app = "app", .status = "opened", .attempt = 1,
                           .provider_id = "", .http_status = 0, .reason = "",
                           .latency_ms = 5, .at_ms = 1 };
     struct settle_opts oo = { SETTLE_FINAL, "r13", 0, NULL, NULL };
-    ASSERT_EQ_INT(0, receipts_settle(c, &keys, &ro, &oo, on_settled, &one));
+    ASSERT_EQ_INT(0, receipts_batch_add(b, &ro, &oo, on_settled, &one));
     run_until(loop, &one, 1);
     ASSERT_EQ_INT(REDIS_REPLY_INTEGER, one.type);
     ASSERT_EQ_INT(1, (int)one.value);
