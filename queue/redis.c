@@ -352,61 +352,56 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
  * reader->fn->freeObject after the callback, as before. No caller keeps
  * a reply past its callback or frees one itself.
  */
-static void reply_attach(const redisReadTask *task, redisReply *r)
+/* A reply object of |type| with |extra| bytes after it, zeroed but for
+ * those, hung into its parent array. */
+static redisReply *reply_new(const redisReadTask *task, int type, size_t extra)
 {
-    if (task->parent != NULL) {
-        redisReply *parent = task->parent->obj;
-        parent->element[task->idx] = r;
-    }
+    redisReply *r = malloc(sizeof *r + extra);
+    if (r == NULL)
+        return NULL;
+    memset(r, 0, sizeof *r);
+    r->type = type;
+    if (task->parent != NULL)
+        ((redisReply *)task->parent->obj)->element[task->idx] = r;
+    return r;
 }
 
 static void *reply_string(const redisReadTask *task, char *str, size_t len)
 {
-    redisReply *r = malloc(sizeof *r + len + 1);
+    redisReply *r = reply_new(task, task->type, len + 1);
     if (r == NULL)
         return NULL;
-    memset(r, 0, sizeof *r);
-    r->type = task->type;
     r->str = (char *)(r + 1);
     memcpy(r->str, str, len);
     r->str[len] = '\0';
     r->len = len;
-    reply_attach(task, r);
     return r;
 }
 
 static void *reply_array(const redisReadTask *task, int elements)
 {
     size_t n = elements > 0 ? (size_t)elements : 0;
-    redisReply *r = calloc(1, sizeof *r + n * sizeof(redisReply *));
+    redisReply *r = reply_new(task, REDIS_REPLY_ARRAY, n * sizeof(redisReply *));
     if (r == NULL)
         return NULL;
-    r->type = REDIS_REPLY_ARRAY;
     r->elements = n;
     r->element = n ? (redisReply **)(r + 1) : NULL;
-    reply_attach(task, r);
+    if (n)
+        memset(r->element, 0, n * sizeof *r->element); /* freed while partly read */
     return r;
 }
 
 static void *reply_integer(const redisReadTask *task, long long value)
 {
-    redisReply *r = calloc(1, sizeof *r);
-    if (r == NULL)
-        return NULL;
-    r->type = REDIS_REPLY_INTEGER;
-    r->integer = value;
-    reply_attach(task, r);
+    redisReply *r = reply_new(task, REDIS_REPLY_INTEGER, 0);
+    if (r != NULL)
+        r->integer = value;
     return r;
 }
 
 static void *reply_nil(const redisReadTask *task)
 {
-    redisReply *r = calloc(1, sizeof *r);
-    if (r == NULL)
-        return NULL;
-    r->type = REDIS_REPLY_NIL;
-    reply_attach(task, r);
-    return r;
+    return reply_new(task, REDIS_REPLY_NIL, 0);
 }
 
 static void reply_free(void *reply)
