@@ -18,8 +18,8 @@
  *
  * Storage. nghttp2's blocks and the streams come from one http2/ngalloc
  * allocator per server (free lists; the server runs on one loop). A
- * stream's request strings (pseudo-headers, header names and values), a
- * small request body, and the response's header strings and body live in
+ * stream's request strings (pseudo-headers, header names and values) and
+ * the response's header strings and body live in
  * its bump arena (inline buffer, then malloc'ed chunks); the header and
  * nghttp2_nv arrays are inline up to HDRS_INLINE / SBX_RESP_MAX_HEADERS + 1.
  * All of it stays valid until stream_free, which releases it at once.
@@ -77,8 +77,8 @@ struct listener {
     struct listener *next;
 };
 
-/* Overflow storage of a stream's arena (request bodies and strings that do
- * not fit the inline buffer); freed together with the stream. */
+/* Overflow storage of a stream's arena (strings that do not fit the inline
+ * buffer); freed together with the stream. */
 struct arena_chunk {
     struct arena_chunk *next;
     size_t cap, used;
@@ -87,9 +87,9 @@ struct arena_chunk {
 
 /*
  * One request/response exchange. Its strings (pseudo-headers, header names
- * and values, response header strings and body, and a small request body)
- * live in a bump arena: arena[] inline, then malloc'ed chunks; all freed in
- * stream_free. Everything before |arena| is zeroed by stream_new; the
+ * and values, response header strings and body) live in a bump arena:
+ * arena[] inline, then malloc'ed chunks; all freed in stream_free (the
+ * request body is malloc'ed on its own). Everything before |arena| is zeroed by stream_new; the
  * inline storage from |arena| on is only written as it is used.
  */
 struct stream {
@@ -102,9 +102,8 @@ struct stream {
     size_t nhdrs, caphdrs;
     size_t header_bytes;
     bool headers_too_large;
-    uint8_t *body;                  /* in the arena, or malloc'ed when body_heap */
+    uint8_t *body;                  /* malloc'ed, grown by doubling */
     size_t body_len, body_cap, body_total;
-    bool body_heap;
     bool dispatched;
     /* response */
     enum sbx_action action;
@@ -238,8 +237,7 @@ static void stream_free(struct stream *s)
         s->next->prev = s->prev;
     if (s->hdrs != s->hdrs_inline)
         free(s->hdrs);
-    if (s->body_heap)
-        free(s->body);
+    free(s->body);
     struct arena_chunk *ch = s->chunks;
     while (ch) {
         struct arena_chunk *next = ch->next;
@@ -300,37 +298,19 @@ static void stream_add_header(struct stream *s, const void *name, size_t namelen
     h->valuelen = valuelen;
 }
 
-/*
- * Store up to BODY_CAP request body bytes (the rest only counted by the
- * caller). A body that fits what is left of the inline arena stays there;
- * a bigger one moves to a malloc'ed buffer grown by doubling from 1 KB.
- */
+/* Store up to BODY_CAP request body bytes (the rest only counted by the
+ * caller). */
 static void stream_add_body(struct stream *s, const uint8_t *data, size_t len)
 {
     if (s->body_len >= BODY_CAP)
         return;
     size_t n = BODY_CAP - s->body_len < len ? BODY_CAP - s->body_len : len;
     if (s->body_len + n > s->body_cap) {
-        size_t room = ARENA_INLINE - s->arena_used;
-        if (s->body_cap == 0 && n <= room) {
-            s->body_cap = room < BODY_CAP ? room : BODY_CAP;
-            s->body = (uint8_t *)arena_alloc(s, s->body_cap);
-        } else {
-            size_t cap = s->body_heap ? s->body_cap : 1024;
-            while (cap < s->body_len + n)
-                cap *= 2;
-            cap = cap < BODY_CAP ? cap : BODY_CAP;
-            if (s->body_heap) {
-                s->body = xrealloc(s->body, cap);
-            } else {
-                uint8_t *b = xmalloc(cap);
-                if (s->body_len > 0)
-                    memcpy(b, s->body, s->body_len);
-                s->body = b;
-                s->body_heap = true;
-            }
-            s->body_cap = cap;
-        }
+        size_t cap = s->body_cap ? s->body_cap : 1024;
+        while (cap < s->body_len + n)
+            cap *= 2;
+        s->body_cap = cap < BODY_CAP ? cap : BODY_CAP;
+        s->body = xrealloc(s->body, s->body_cap);
     }
     memcpy(s->body + s->body_len, data, n);
     s->body_len += n;
