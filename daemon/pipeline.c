@@ -72,6 +72,7 @@ struct pl_stream {
     size_t n_poison;
     char claim_cursor[64];
     bool claiming;
+    bool claim_due;              /* a take-over waits for room (before new reads) */
     struct stream_acker *acker;  /* XACK, after WAIT when replicas must have the writes */
     struct pipeline *pl;
 };
@@ -1094,11 +1095,17 @@ static size_t slice_room(const struct pipeline *pl, const struct job *j)
     return room;
 }
 
+/* Bulk jobs held at once: a bound on memory, whatever the window. */
+static bool bulk_job_room(const struct pipeline *pl)
+{
+    return pl->n_jobs - pl->n_urgent_jobs < (size_t)pl->cfg.batch_size * 4;
+}
+
+/* Room to read new bulk entries: the window has room and nothing waits. */
 static bool has_room(const struct pipeline *pl)
 {
     return pl->dctx.active + pl->expanding < pl->cfg.inflight_window &&
-           pl->wait_head == NULL &&
-           pl->n_jobs - pl->n_urgent_jobs < (size_t)pl->cfg.batch_size * 4;
+           pl->wait_head == NULL && bulk_job_room(pl);
 }
 
 static bool urgent_room(const struct pipeline *pl)
@@ -1218,14 +1225,6 @@ static void reader_read(struct reader *rd)
         rd->reading = true;
 }
 
-static void maybe_read(struct pipeline *pl)
-{
-    if (pl->stopping || pl->closed || !stream_member_holds_name(pl->member))
-        return;
-    reader_read(&pl->urg);
-    reader_read(&pl->bulk);
-}
-
 static void on_group(redisAsyncContext *ac, void *r, void *priv)
 {
     struct pl_stream *st = priv;
@@ -1296,6 +1295,42 @@ static void on_autoclaim(redisAsyncContext *ac, void *r, void *priv)
             if (del->element[i]->type == REDIS_REPLY_STRING)
                 stream_ack(pl->cmd, st->key, pl->cfg.group, del->element[i]->str, NULL, NULL);
     }
+}
+
+/* Issue the take-overs that are due. Taking over is reading too: only under
+ * our own name, and after our own pending entries of that stream (the poison
+ * check knows their counts then). Unlike a read of new entries it does not
+ * wait for room in the window, only for room among the jobs held: a process
+ * busy to its window (a backlog never leaves room to spare) still takes a
+ * dead one's entries within about claim_idle_ms, and they queue for the
+ * window behind the jobs already read. When the jobs are at their bound,
+ * maybe_read tries again as they end, before the next read. */
+static void claim_due_entries(struct pipeline *pl)
+{
+    if (pl->stopping || pl->closed || !stream_member_holds_name(pl->member) ||
+        !groups_ready(pl) || !redis_conn_ready(pl->cmd))
+        return;
+    for (size_t i = 0; i < pl->n_streams; i++) {
+        struct pl_stream *st = &pl->streams[i];
+        if (!st->claim_due || st->claiming || st->history ||
+            !(st->urgent ? urgent_room(pl) : bulk_job_room(pl)))
+            continue;
+        if (stream_autoclaim(pl->cmd, st->key, pl->cfg.group, pl->cfg.consumer,
+                             pl->cfg.claim_idle_ms, st->claim_cursor, pl->cfg.batch_size,
+                             on_autoclaim, st) == 0) {
+            st->claiming = true;
+            st->claim_due = false;
+        }
+    }
+}
+
+static void maybe_read(struct pipeline *pl)
+{
+    if (pl->stopping || pl->closed || !stream_member_holds_name(pl->member))
+        return;
+    claim_due_entries(pl);
+    reader_read(&pl->urg);
+    reader_read(&pl->bulk);
 }
 
 /* ---- figures for /metrics that live in Redis ----------------------------- */
@@ -1457,20 +1492,11 @@ static void on_claim_timer(uv_timer_t *t)
             stream_trim(pl->cmd, pl->streams[i].key, on_trimmed, pl);
     }
     /* Take over idle entries: the urgent stream on every tick, the bulk
-     * streams in turn while there is room. Taking over is reading too: only
-     * under our own name, and after our own pending entries of that stream
-     * (the poison check knows their counts then). */
-    for (size_t i = 0; i < pl->n_streams && stream_member_holds_name(pl->member); i++) {
-        struct pl_stream *st = &pl->streams[i];
-        if (!st->urgent && i != pl->claim_next % pl->n_streams)
-            continue;
-        if (st->claiming || st->history || !(st->urgent ? urgent_room(pl) : has_room(pl)))
-            continue;
-        if (stream_autoclaim(pl->cmd, st->key, pl->cfg.group, pl->cfg.consumer,
-                             pl->cfg.claim_idle_ms, st->claim_cursor, pl->cfg.batch_size,
-                             on_autoclaim, st) == 0)
-            st->claiming = true;
-    }
+     * streams in turn. */
+    for (size_t i = 0; i < pl->n_streams; i++)
+        if (pl->streams[i].urgent || i == pl->claim_next % pl->n_streams)
+            pl->streams[i].claim_due = true;
+    claim_due_entries(pl);
     pl->claim_next++;
     if (pl->n_streams > 1 && pl->streams[pl->claim_next % pl->n_streams].urgent)
         pl->claim_next++;
