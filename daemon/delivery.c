@@ -871,9 +871,10 @@ static void on_poll(uv_timer_t *t)
         free(ids);
         ctx->last_renew_ms = now;
     }
-    if (ctx->stopping || ctx->claiming || ctx->active >= ctx->window)
+    size_t busy = ctx->active + ctx->expanding;
+    if (ctx->stopping || ctx->claiming || busy >= ctx->window)
         return;
-    size_t room = ctx->window - ctx->active;
+    size_t room = ctx->window - busy;
     int count = room > CLAIM_MAX ? CLAIM_MAX : (int)room;
     if (receipts_claim_retries(ctx->cmd, ctx->keys.prefix, now_ms(), ctx->lease_ms, count,
                                on_claimed, ctx) == 0)

@@ -43,6 +43,9 @@ struct delivery_ctx {
     size_t active;                   /* created and not yet done (outcome
                                         written or released): the window
                                         counts these */
+    size_t expanding;                /* recipients whose device lookups are
+                                        out (the pipeline's): the window
+                                        counts these too */
     bool stopping;                   /* no new retries are claimed */
     bool closed;                     /* Redis is gone: release, write nothing */
     void (*on_done)(struct delivery *d, void *arg); /* job deliveries only */

@@ -152,8 +152,6 @@ struct pipeline {
     size_t job_hash_size;        /* a power of two, >= n_jobs / 2 */
     struct job *wait_head;       /* jobs waiting for room in the window, urgent first */
     size_t n_jobs;
-    size_t expanding;            /* recipients whose device lookups are out:
-                                    counted in the window with dctx.active */
     struct delivery_ctx dctx;    /* deliveries, settlement, retries */
     uv_timer_t claim_timer, stop_timer, house_timer;
     bool escalating;             /* a due-escalation run is outstanding */
@@ -549,7 +547,7 @@ static void on_devices(redisAsyncContext *ac, void *r, void *priv)
     if (j->slice_replies < j->slice_len)
         return;
     j->slice_busy = false;
-    pl->expanding -= j->slice_len;
+    pl->dctx.expanding -= j->slice_len;
     if (j->redis_failed || pl->closed || pl->stopping) {
         j->unsettled_lost = true; /* this slice is not delivered: no ack */
         job_check_done(j);
@@ -620,10 +618,10 @@ static void job_next_slice(struct job *j)
         j->redis_failed = true;
         j->slice_len = sent;
     }
-    pl->expanding += j->slice_len;
+    pl->dctx.expanding += j->slice_len;
     if (j->slice_len == 0 || j->slice_replies == j->slice_len) {
         j->slice_busy = false;
-        pl->expanding -= j->slice_len;
+        pl->dctx.expanding -= j->slice_len;
         job_check_done(j);
     }
 }
@@ -1079,7 +1077,7 @@ static size_t window_of(const struct pipeline *pl, bool urgent)
  */
 static size_t slice_room(const struct pipeline *pl, const struct job *j)
 {
-    size_t window = window_of(pl, j->urgent), active = pl->dctx.active + pl->expanding;
+    size_t window = window_of(pl, j->urgent), active = pl->dctx.active + pl->dctx.expanding;
     if (active >= window)
         return 0;
     size_t room = window - active;
@@ -1104,7 +1102,7 @@ static bool bulk_job_room(const struct pipeline *pl)
 /* Room to read new bulk entries: the window has room and nothing waits. */
 static bool has_room(const struct pipeline *pl)
 {
-    return pl->dctx.active + pl->expanding < pl->cfg.inflight_window &&
+    return pl->dctx.active + pl->dctx.expanding < pl->cfg.inflight_window &&
            pl->wait_head == NULL && bulk_job_room(pl);
 }
 

@@ -112,7 +112,7 @@ def test_window_bounds_what_is_expanded(ctx):
 
 
 def test_receipt_opened_goes_through_the_settle_script(ctx):
-    """receipt.opened uses receipts_settle, a batch of one: the receipt
+    """receipt.opened goes through the settle batch like a delivery: the receipt
     (status opened, attempt 0, empty provider fields) and the status field
     are written, and the entry is acknowledged."""
     rs, sb, d, r = ctx.stack()
