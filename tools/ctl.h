@@ -42,6 +42,13 @@ struct ctl_redis_addr {
     int port;
     char *user, *password;       /* NULL when absent; the password is never printed */
     int db;
+    /* [redis] sentinels of --config: the master is asked for there (host
+     * and port above are then filled in on connecting) */
+    char **sentinel_hosts;       /* IP literals */
+    int *sentinel_ports;
+    size_t n_sentinels;
+    char *master_name;
+    char *sentinel_password;     /* never printed */
 };
 
 /* Options of all commands (each command uses its own). */
@@ -113,7 +120,9 @@ void ctl_redis_addr_free(struct ctl_redis_addr *a);
 const char *ctl_redis_where(const struct ctl *c, char *out, size_t outlen);
 
 /* The connection, made (AUTH, SELECT) on first use; NULL after printing
- * "cannot connect to Redis at HOST:PORT: why". */
+ * "cannot connect to Redis at HOST:PORT: why". With Sentinels the master's
+ * address is asked for first (each Sentinel in turn), and the server found
+ * must say it is a master (ROLE). */
 redisContext *ctl_redis(struct ctl *c);
 /* Set the reply timeout (for blocking reads). */
 void ctl_redis_timeout(struct ctl *c, long ms);

@@ -14,6 +14,7 @@
 
 #define CONNECT_TIMEOUT_MS 5000
 #define REPLY_TIMEOUT_MS 15000
+#define SENTINEL_TIMEOUT_MS 2000   /* to connect to one Sentinel, and for each answer */
 
 /* ---- URL --------------------------------------------------------------------- */
 
@@ -128,14 +129,25 @@ fail:
     return -1;
 }
 
+static void free_secret(char *s)
+{
+    if (s) {
+        memset(s, 0, strlen(s));
+        free(s);
+    }
+}
+
 void ctl_redis_addr_free(struct ctl_redis_addr *a)
 {
     free(a->host);
     free(a->user);
-    if (a->password) {
-        memset(a->password, 0, strlen(a->password));
-        free(a->password);
-    }
+    free_secret(a->password);
+    for (size_t i = 0; i < a->n_sentinels; i++)
+        free(a->sentinel_hosts[i]);
+    free(a->sentinel_hosts);
+    free(a->sentinel_ports);
+    free(a->master_name);
+    free_secret(a->sentinel_password);
     memset(a, 0, sizeof *a);
 }
 
@@ -157,10 +169,109 @@ static struct timeval tv_ms(long ms)
     return tv;
 }
 
+static const char *conn_error(const redisContext *rc)
+{
+    if (rc->err == REDIS_ERR_IO && (errno == EINPROGRESS || errno == EAGAIN ||
+                                    errno == EWOULDBLOCK))
+        return "timed out";
+    return rc->errstr[0] ? rc->errstr : "unknown error";
+}
+
+/* Ask one Sentinel where the master is: 0 and c->r.host/port set, or -1
+ * and why in |why|. */
+static int ask_sentinel(struct ctl *c, size_t i, char *why, size_t whylen)
+{
+    const struct ctl_redis_addr *a = &c->r;
+    redisContext *sc = redisConnectWithTimeout(a->sentinel_hosts[i], a->sentinel_ports[i],
+                                               tv_ms(SENTINEL_TIMEOUT_MS));
+    if (sc == NULL || sc->err) {
+        snprintf(why, whylen, "%s", sc ? conn_error(sc) : "out of memory");
+        redisFree(sc);
+        return -1;
+    }
+    redisSetTimeout(sc, tv_ms(SENTINEL_TIMEOUT_MS));
+    int rc = -1;
+    redisReply *r = NULL;
+    if (a->sentinel_password) {
+        r = redisCommand(sc, "AUTH %s", a->sentinel_password);
+        if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+            snprintf(why, whylen, "AUTH refused: %s", r ? r->str : conn_error(sc));
+            goto out;
+        }
+        freeReplyObject(r);
+    }
+    r = redisCommand(sc, "SENTINEL get-master-addr-by-name %s", a->master_name);
+    if (r == NULL) {
+        snprintf(why, whylen, "%s", conn_error(sc));
+    } else if (r->type == REDIS_REPLY_ERROR) {
+        snprintf(why, whylen, "%s", r->str);
+    } else if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+               r->element[0]->type != REDIS_REPLY_STRING ||
+               r->element[1]->type != REDIS_REPLY_STRING) {
+        snprintf(why, whylen, "does not know a master named %s", a->master_name);
+    } else {
+        char *end;
+        long port = strtol(r->element[1]->str, &end, 10);
+        if (*end != '\0' || port < 1 || port > 65535) {
+            snprintf(why, whylen, "answered a bad port");
+        } else {
+            free(c->r.host);
+            c->r.host = xstrdup(r->element[0]->str);
+            c->r.port = (int)port;
+            rc = 0;
+        }
+    }
+out:
+    if (r)
+        freeReplyObject(r);
+    redisFree(sc);
+    return rc;
+}
+
+/* The master's address from the first Sentinel that knows it. */
+static int find_master(struct ctl *c)
+{
+    char whys[1024] = "";
+    size_t used = 0;
+    for (size_t i = 0; i < c->r.n_sentinels; i++) {
+        char why[256];
+        if (ask_sentinel(c, i, why, sizeof why) == 0)
+            return 0;
+        const char *h = c->r.sentinel_hosts[i];
+        int n = snprintf(whys + used, sizeof whys - used, strchr(h, ':') ? "%s[%s]:%d: %s"
+                         : "%s%s:%d: %s", used ? "; " : "", h, c->r.sentinel_ports[i], why);
+        if (n > 0 && (size_t)n < sizeof whys - used)
+            used += (size_t)n;
+    }
+    ctl_err("no Sentinel gave the address of master %s (%s)", c->r.master_name, whys);
+    return -1;
+}
+
+/* A Sentinel may lag behind a failover: the server it named must be the
+ * master, not a replica that was one. */
+static int check_master(redisContext *rc, const char *where)
+{
+    redisReply *r = redisCommand(rc, "ROLE");
+    bool master = r && r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
+                  r->element[0]->type == REDIS_REPLY_STRING &&
+                  strcmp(r->element[0]->str, "master") == 0;
+    if (!master)
+        ctl_err("Redis at %s, named by Sentinel, is not the master (%s); a failover may be "
+                "under way: try again", where,
+                r == NULL ? conn_error(rc) : r->type == REDIS_REPLY_ERROR ? r->str
+                : r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
+                  r->element[0]->type == REDIS_REPLY_STRING ? r->element[0]->str : "no role");
+    if (r)
+        freeReplyObject(r);
+    return master ? 0 : -1;
+}
+
 redisContext *ctl_redis(struct ctl *c)
 {
     if (c->rc)
         return c->rc;
+    if (c->r.n_sentinels > 0 && find_master(c) != 0)
+        return NULL;
     char where[300];
     ctl_redis_where(c, where, sizeof where);
     redisContext *rc = redisConnectWithTimeout(c->r.host, c->r.port, tv_ms(CONNECT_TIMEOUT_MS));
@@ -169,10 +280,7 @@ redisContext *ctl_redis(struct ctl *c)
         return NULL;
     }
     if (rc->err) {
-        const char *why = rc->errstr;
-        if (rc->err == REDIS_ERR_IO && errno == EINPROGRESS)
-            why = "connection timed out";
-        ctl_err("cannot connect to Redis at %s: %s", where, why[0] ? why : "unknown error");
+        ctl_err("cannot connect to Redis at %s: %s", where, conn_error(rc));
         redisFree(rc);
         return NULL;
     }
@@ -190,6 +298,10 @@ redisContext *ctl_redis(struct ctl *c)
             return NULL;
         }
         freeReplyObject(r);
+    }
+    if (c->r.n_sentinels > 0 && check_master(rc, where) != 0) {
+        redisFree(rc);
+        return NULL;
     }
     if (c->r.db != 0) {
         redisReply *r = redisCommand(rc, "SELECT %d", c->r.db);

@@ -58,8 +58,8 @@ static const char usage_text[] =
     "  help [COMMAND]                this text, or a command's own\n"
     "\n"
     "Options:\n"
-    "  --config FILE      read Redis URL, prefix, stream and the admin address and\n"
-    "                     token from varseld's configuration file\n"
+    "  --config FILE      read Redis URL (or Sentinels), prefix, stream and the admin\n"
+    "                     address and token from varseld's configuration file\n"
     "  --redis URL        redis://[user:password@]host[:port][/db]\n"
     "                     (default: $VARSEL_REDIS_URL, else " CTL_DEFAULT_REDIS ")\n"
     "  --prefix P         key prefix, as [redis] prefix (default " CTL_DEFAULT_PREFIX ")\n"
@@ -222,6 +222,19 @@ static int resolve(struct ctl *c)
         c->r.user = cfg->redis.user ? xstrdup(cfg->redis.user) : NULL;
         c->r.password = cfg->redis.password ? xstrdup(cfg->redis.password) : NULL;
         c->r.db = cfg->redis.db;
+        if (cfg->redis.n_sentinels > 0) {
+            size_t n = cfg->redis.n_sentinels;
+            c->r.sentinel_hosts = xcalloc(n, sizeof *c->r.sentinel_hosts);
+            c->r.sentinel_ports = xcalloc(n, sizeof *c->r.sentinel_ports);
+            for (size_t i = 0; i < n; i++) {
+                c->r.sentinel_hosts[i] = xstrdup(cfg->redis.sentinel_hosts[i]);
+                c->r.sentinel_ports[i] = cfg->redis.sentinel_ports[i];
+            }
+            c->r.n_sentinels = n;
+            c->r.master_name = xstrdup(cfg->redis.master_name);
+            c->r.sentinel_password = cfg->redis.sentinel_password
+                ? xstrdup(cfg->redis.sentinel_password) : NULL;
+        }
     } else if (ctl_redis_url_parse(CTL_DEFAULT_REDIS, &c->r, err, sizeof err) != 0) {
         ctl_err("%s", err);
         return CTL_FAIL;

@@ -246,3 +246,52 @@ def test_cluster_node_needs_one_hash_tag(ctx):
     check_eq(0, r.call("ZCARD", prefix + "retry") + r.call("ZCARD", prefix + "retry:lease"),
              "retry schedule empty")
     ctx.note(f"one-node cluster, one hash tag: {len(users)} deliveries, {retried} retries")
+
+
+def test_varselctl_asks_sentinel_for_the_master(ctx):
+    """varselctl --config with [redis] sentinels asks them where the master
+    is, on every run (url's host and port are not used, as in varseld): it
+    works with url pointing nowhere, follows a failover once the old master
+    is gone, and says which master it could not find."""
+    from test_varselctl import ctl  # noqa: PLC0415 - the CLI runner lives there
+    a = ctx.redis_server(subdir="redis-a")
+    b = ctx.redis_server(subdir="redis-b", extra=["--replicaof", "127.0.0.1", str(a.port)])
+    wait_for(lambda: replicas_online(a, 1), 20, what="the replica in sync")
+    sent = ctx.sentinel(a, quorum=1)
+    wait_for(lambda: sent.known()[1] == 1, 30, interval=0.2,
+             what="the Sentinel to know the replica")
+    sb = ctx.sandbox()
+    d = ctx.daemon(a, sb, overrides={"redis": {
+        "url": "redis://127.0.0.1:1/0", "sentinels": sent.addr, "master_name": MASTER}})
+    r = ctx.client(a)
+    tok = h.new_token()
+    h.publish(r, h.device_register("kari", "phone", tok))
+    wait_for(lambda: h.devices(r, h.TENANT, "kari"), 20, what="the registration")
+    check(r.call("WAIT", 1, 5000) == 1, "the registration replicated")
+
+    rc, out, err = ctl(ctx, "--config", d.config_path, "devices", "oslo", "kari")
+    check_eq(0, rc, f"devices through the Sentinel ({err!r})")
+    check(tok[:8] in out, f"the device listed: {out!r}")
+
+    # Failover, then the old master is gone: the next run asks again.
+    d.stop()
+    with sent.client() as sc:
+        check_eq("OK", sc.call("SENTINEL", "FAILOVER", MASTER), "SENTINEL FAILOVER")
+    wait_for(lambda: sent.master_addr() == ("127.0.0.1", b.port), 30, interval=0.1,
+             what="the Sentinel to name the replica as master")
+    def promoted():
+        with b.client(timeout=2) as c:
+            return c.call("ROLE")[0] == "master"
+    wait_for(promoted, 20, what="the replica promoted")
+    a.stop()
+    rc, out, err = ctl(ctx, "--config", d.config_path, "devices", "oslo", "kari")
+    check_eq(0, rc, f"devices after the failover ({err!r})")
+    check(tok[:8] in out, f"the device listed by the new master: {out!r}")
+
+    # A name no Sentinel knows: an error naming it and the Sentinel asked.
+    bad = ctx.tmp / "nosuch.ini"
+    bad.write_text(d.config_path.read_text().replace(f"master_name = {MASTER}",
+                                                     "master_name = nosuch"))
+    rc, out, err = ctl(ctx, "--config", bad, "devices", "oslo", "kari")
+    check_eq(1, rc, f"an unknown master name fails ({err!r})")
+    check("master nosuch" in err and sent.addr in err, f"the error names both: {err!r}")
