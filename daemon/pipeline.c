@@ -1093,22 +1093,25 @@ static size_t slice_room(const struct pipeline *pl, const struct job *j)
     return room;
 }
 
-/* Bulk jobs held at once: a bound on memory, whatever the window. */
-static bool bulk_job_room(const struct pipeline *pl)
+/* Urgent or bulk jobs that may still be taken on: the jobs held at once
+ * are bounded (memory), whatever the window. */
+static size_t jobs_left(const struct pipeline *pl, bool urgent)
 {
-    return pl->n_jobs - pl->n_urgent_jobs < (size_t)pl->cfg.batch_size * 4;
+    size_t max = (size_t)pl->cfg.batch_size * 4;
+    size_t held = urgent ? pl->n_urgent_jobs : pl->n_jobs - pl->n_urgent_jobs;
+    return held < max ? max - held : 0;
 }
 
 /* Room to read new bulk entries: the window has room and nothing waits. */
 static bool has_room(const struct pipeline *pl)
 {
     return pl->dctx.active + pl->dctx.expanding < pl->cfg.inflight_window &&
-           pl->wait_head == NULL && bulk_job_room(pl);
+           pl->wait_head == NULL && jobs_left(pl, false) > 0;
 }
 
 static bool urgent_room(const struct pipeline *pl)
 {
-    return pl->n_urgent_jobs < (size_t)pl->cfg.batch_size * 4;
+    return jobs_left(pl, true) > 0;
 }
 
 static void free_poison(struct pl_stream *st)
@@ -1195,7 +1198,9 @@ static void reader_read(struct reader *rd)
     const char *argv[8 + 2 * 8];
     int argc = 0;
     char count[16], block[24];
-    snprintf(count, sizeof count, "%d", pl->cfg.batch_size);
+    size_t left = jobs_left(pl, rd->urgent); /* > 0: checked above */
+    snprintf(count, sizeof count, "%d",
+             left < (size_t)pl->cfg.batch_size ? (int)left : pl->cfg.batch_size);
     snprintf(block, sizeof block, "%d", pl->cfg.block_ms);
     argv[argc++] = "XREADGROUP";
     argv[argc++] = "GROUP";
@@ -1310,11 +1315,13 @@ static void claim_due_entries(struct pipeline *pl)
         return;
     for (size_t i = 0; i < pl->n_streams; i++) {
         struct pl_stream *st = &pl->streams[i];
-        if (!st->claim_due || st->claiming || st->history ||
-            !(st->urgent ? urgent_room(pl) : bulk_job_room(pl)))
+        /* No more than the bound on jobs held lets in. */
+        size_t left = jobs_left(pl, st->urgent);
+        if (!st->claim_due || st->claiming || st->history || left == 0)
             continue;
+        int count = left < (size_t)pl->cfg.batch_size ? (int)left : pl->cfg.batch_size;
         if (stream_autoclaim(pl->cmd, st->key, pl->cfg.group, pl->cfg.consumer,
-                             pl->cfg.claim_idle_ms, st->claim_cursor, pl->cfg.batch_size,
+                             pl->cfg.claim_idle_ms, st->claim_cursor, count,
                              on_autoclaim, st) == 0) {
             st->claiming = true;
             st->claim_due = false;

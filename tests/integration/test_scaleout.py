@@ -313,6 +313,47 @@ def test_busy_process_takes_over_before_reading_new(ctx):
     check(any("took over 3 idle entries" in l for l in d.log_lines()), "take-over logged")
 
 
+def test_take_over_stays_within_the_bound_on_jobs(ctx):
+    """Taking over does not wait for window room, so the bound on entries
+    worked on at once (4 x batch_size, for memory) is what holds it: while a
+    dead consumer's 70 entries are taken over (a backlog of new ones behind
+    them, a window of 3, slow answers) no more than 4 x batch_size events
+    are ever in progress."""
+    rs = ctx.redis_server()
+    sb = ctx.sandbox(extra=["--latency-ms", "300"])
+    r = ctx.client(rs)
+    users = [f"j{i}" for i in range(110)]
+    seed_devices(r, users)
+    r.call("XGROUP", "CREATE", h.STREAM, h.GROUP, "0", "MKSTREAM")
+    evs = [h.message_new([u], f"t-{u}", "A", "B") for u in users]
+    h.publish_many(r, evs[:70])
+    r.call("XREADGROUP", "GROUP", h.GROUP, "ghost", "COUNT", "70", "STREAMS", h.STREAM, ">")
+    h.publish_many(r, evs[70:])
+    batch = 7
+    d = ctx.daemon(rs, sb, overrides={
+        "redis": {"claim_idle_ms": "1000", "batch_size": str(batch)},
+        "delivery": {"inflight_window": "3"}})
+
+    def ghost_pending():
+        return int(next((c["pending"] for c in r.xinfo_consumers() if c["name"] == "ghost"), 0))
+    peak = 0
+    until = time.monotonic() + 60
+    while time.monotonic() < until:
+        with urllib.request.urlopen(f"http://127.0.0.1:{d.admin_port}/metrics",
+                                    timeout=2) as resp:
+            for line in resp.read().decode().splitlines():
+                if line.startswith("varsel_events_in_progress "):
+                    peak = max(peak, int(float(line.split()[1])))
+        if ghost_pending() == 0:
+            # All taken over: watch a little longer, then stop.
+            until = min(until, time.monotonic() + 1.0)
+        time.sleep(0.02)
+    check_eq(0, ghost_pending(), "the dead consumer's entries all taken over")
+    ctx.note(f"peak {peak} events in progress (bound {4 * batch})")
+    check(peak <= 4 * batch, f"{peak} events in progress, over the bound of {4 * batch}")
+    check(peak >= 3 * batch, f"only {peak} in progress: the bound was never approached")
+
+
 def test_gone_consumers_leave_the_group(ctx):
     """[redis] consumer_gone_ms: a consumer with nothing pending, idle that
     long and with no live process under its name is removed from the group;
