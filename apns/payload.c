@@ -229,9 +229,10 @@ int apns_payload_fit(size_t fixed, size_t max, const char *title, const char *bo
 /* ------------------------------------------------------------------------ */
 /* APNs body                                                                 */
 
-static void write_body(struct apns_payload_writer *w, const struct apns_notification *n,
+static void write_body(struct apns_payload_writer *w, const void *doc,
                        const struct apns_payload_cut *cut)
 {
+    const struct apns_notification *n = doc;
     apns_payload_put_lit(w, "{\"aps\":{\"alert\":{\"title\":");
     apns_payload_put_text(w, n->title, cut->title_len, cut->title_ellipsis);
     apns_payload_put_lit(w, ",\"body\":");
@@ -272,23 +273,25 @@ static void write_body(struct apns_payload_writer *w, const struct apns_notifica
     apns_payload_put_lit(w, "}}");
 }
 
-static int build(const struct apns_notification *n, size_t max_bytes, char *out,
-                 size_t outcap, size_t *outlen)
+int apns_payload_write_fitted(apns_payload_write_fn write, const void *n, const char *title,
+                              const char *body, size_t max_bytes, char *out, size_t outcap,
+                              size_t *outlen)
 {
     struct apns_payload_cut cut = {
-        .title_len = n->title ? strlen(n->title) : 0,
-        .body_len = n->body ? strlen(n->body) : 0,
+        .title_len = title ? strlen(title) : 0,
+        .body_len = body ? strlen(body) : 0,
     };
     struct apns_payload_writer w = { .out = out, .cap = outcap };
-    write_body(&w, n, &cut);
+    write(&w, n, &cut);
     if (w.len > max_bytes) {
+        /* Measure the rest with both texts empty, then cut them to fit. */
         struct apns_payload_cut none = { 0 };
         struct apns_payload_writer m = { 0 };
-        write_body(&m, n, &none);
-        if (apns_payload_fit(m.len, max_bytes, n->title, n->body, &cut) != 0)
+        write(&m, n, &none);
+        if (apns_payload_fit(m.len, max_bytes, title, body, &cut) != 0)
             goto fail;
         w.len = 0;
-        write_body(&w, n, &cut);
+        write(&w, n, &cut);
     }
     if (w.len > max_bytes || !apns_payload_finish(&w))
         goto fail;
@@ -299,6 +302,13 @@ fail:
         out[0] = '\0';
     *outlen = 0;
     return -1;
+}
+
+static int build(const struct apns_notification *n, size_t max_bytes, char *out,
+                 size_t outcap, size_t *outlen)
+{
+    return apns_payload_write_fitted(write_body, n, n->title, n->body, max_bytes, out,
+                                     outcap, outlen);
 }
 
 /*

@@ -101,4 +101,18 @@ struct apns_payload_cut {
 int apns_payload_fit(size_t fixed, size_t max, const char *title, const char *body,
                      struct apns_payload_cut *cut);
 
+/* Writes the document of |n| with its title and body cut as |cut| says. */
+typedef void (*apns_payload_write_fn)(struct apns_payload_writer *w, const void *n,
+                                      const struct apns_payload_cut *cut);
+
+/*
+ * Write |n|'s document into |out| (|outcap| bytes, NUL-terminated): whole
+ * if it fits in |max_bytes|, else with |title| and |body| (|n|'s texts)
+ * cut by apns_payload_fit. Returns 0 and the length in |outlen|, or -1
+ * (|out| empty, |outlen| 0) when even the cut document does not fit.
+ */
+int apns_payload_write_fitted(apns_payload_write_fn write, const void *n, const char *title,
+                              const char *body, size_t max_bytes, char *out, size_t outcap,
+                              size_t *outlen);
+
 #endif

@@ -30,9 +30,10 @@ static void put_kv(struct apns_payload_writer *w, const char **sep, const char *
     *sep = ",";
 }
 
-static void write_message(struct apns_payload_writer *w, const struct fcm_notification *n,
+static void write_message(struct apns_payload_writer *w, const void *doc,
                           const struct apns_payload_cut *cut)
 {
+    const struct fcm_notification *n = doc;
     apns_payload_put_lit(w, "{\"message\":{\"token\":");
     apns_payload_put_str(w, n->token);
     apns_payload_put_lit(w, ",\"notification\":{\"title\":");
@@ -83,32 +84,14 @@ static void write_message(struct apns_payload_writer *w, const struct fcm_notifi
 static int build(const struct fcm_notification *n, size_t max_bytes, char *out,
                  size_t outcap, size_t *outlen)
 {
-    struct apns_payload_cut cut = {
-        .title_len = n->title ? strlen(n->title) : 0,
-        .body_len = n->body ? strlen(n->body) : 0,
-    };
-    struct apns_payload_writer w = { .out = out, .cap = outcap };
-    if (!n->token || !n->token[0])
-        goto fail;
-    write_message(&w, n, &cut);
-    if (w.len > max_bytes) {
-        struct apns_payload_cut none = { 0 };
-        struct apns_payload_writer m = { 0 };
-        write_message(&m, n, &none);
-        if (apns_payload_fit(m.len, max_bytes, n->title, n->body, &cut) != 0)
-            goto fail;
-        w.len = 0;
-        write_message(&w, n, &cut);
+    if (!n->token || !n->token[0]) {
+        if (outcap)
+            out[0] = '\0';
+        *outlen = 0;
+        return -1;
     }
-    if (w.len > max_bytes || !apns_payload_finish(&w))
-        goto fail;
-    *outlen = w.len;
-    return 0;
-fail:
-    if (outcap)
-        out[0] = '\0';
-    *outlen = 0;
-    return -1;
+    return apns_payload_write_fitted(write_message, n, n->title, n->body, max_bytes, out,
+                                     outcap, outlen);
 }
 
 /*
