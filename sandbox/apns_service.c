@@ -36,26 +36,9 @@ const char *sbx_env_name(enum sbx_env env)
     return env == SBX_ENV_SANDBOX ? "sandbox" : "production";
 }
 
-static void count_reason(struct sbx_apns_service *s, const char *reason)
-{
-    for (size_t i = 0; i < s->ncounts; i++) {
-        if (strcmp(s->counts[i].reason, reason) == 0) {
-            s->counts[i].count++;
-            return;
-        }
-    }
-    if (s->ncounts < sizeof s->counts / sizeof s->counts[0]) {
-        snprintf(s->counts[s->ncounts].reason, sizeof s->counts[0].reason, "%s", reason);
-        s->counts[s->ncounts++].count = 1;
-    }
-}
-
 cJSON *sbx_apns_service_counts(const struct sbx_apns_service *s)
 {
-    cJSON *o = cJSON_CreateObject();
-    for (size_t i = 0; i < s->ncounts; i++)
-        cJSON_AddNumberToObject(o, s->counts[i].reason, (double)s->counts[i].count);
-    return o;
+    return sbx_counts_json(&s->counts);
 }
 
 static void *on_conn_open(void *ctx, struct sbx_conn *c)
@@ -279,7 +262,7 @@ static void on_request(void *ctx, struct sbx_conn *c, void *state,
         resp->delay_ms = s->opt.faults->latency_ms;
 
     if (resp->action == SBX_ACT_REPLY)
-        count_reason(s, status == 200 ? "200" : reason ? reason : "431");
+        sbx_counts_add(&s->counts, status == 200 ? "200" : reason ? reason : "431");
     if (s->opt.record) {
         struct apns_tag *tag = xcalloc(1, sizeof *tag);
         tag->rec = build_record(s, req, &res, status, reason, fault ? fault_name : NULL,

@@ -11,6 +11,7 @@
 #define VARSEL_SANDBOX_APNS_SERVICE_H
 
 #include "sandbox/apns.h"
+#include "sandbox/counts.h"
 #include "sandbox/faults.h"
 #include "sandbox/ratelimit.h"
 #include "sandbox/record.h"
@@ -36,16 +37,10 @@ struct sbx_apns_service_options {
     size_t rate_max_keys;                /* tokens tracked; 0 = SBX_RATE_DEFAULT_KEYS */
 };
 
-struct sbx_reason_count {
-    char reason[48];                     /* "200" for successes */
-    uint64_t count;
-};
-
 struct sbx_apns_service {
     struct sbx_service svc;              /* hand &svc to sbx_server_listen */
     struct sbx_apns_service_options opt;
-    struct sbx_reason_count counts[48];  /* answers by reason */
-    size_t ncounts;
+    struct sbx_counts counts;            /* answers by reason ("200" for successes) */
     struct sbx_rate *device_rate;        /* NULL: no per-device limit */
     /* Reply strings; the server copies them before on_request returns. */
     char reply_id[37], reply_unique_id[37], reply_body[160], reply_retry[16];

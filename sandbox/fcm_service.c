@@ -25,26 +25,9 @@
 
 /* ---- service ------------------------------------------------------------------- */
 
-static void count(struct sbx_fcm_service *s, const char *reason)
-{
-    for (size_t i = 0; i < s->ncounts; i++) {
-        if (strcmp(s->counts[i].reason, reason) == 0) {
-            s->counts[i].count++;
-            return;
-        }
-    }
-    if (s->ncounts < sizeof s->counts / sizeof s->counts[0]) {
-        snprintf(s->counts[s->ncounts].reason, sizeof s->counts[0].reason, "%s", reason);
-        s->counts[s->ncounts++].count = 1;
-    }
-}
-
 cJSON *sbx_fcm_service_counts(const struct sbx_fcm_service *s)
 {
-    cJSON *o = cJSON_CreateObject();
-    for (size_t i = 0; i < s->ncounts; i++)
-        cJSON_AddNumberToObject(o, s->counts[i].reason, (double)s->counts[i].count);
-    return o;
+    return sbx_counts_json(&s->counts);
 }
 
 /* What the authorization header is worth; |*how| names it for the record. */
@@ -282,7 +265,7 @@ static void on_request(void *ctx, struct sbx_conn *c, void *state, const struct 
         resp->delay_ms = s->opt.faults->latency_ms;
 
     if (resp->action == SBX_ACT_REPLY)
-        count(s, res.status == 200 ? "200" : reason ? reason : "ERROR");
+        sbx_counts_add(&s->counts, res.status == 200 ? "200" : reason ? reason : "ERROR");
     char tok[24];
     log_token(res.target_kind && !strcmp(res.target_kind, "token") ? res.target : NULL, tok,
               sizeof tok);

@@ -14,6 +14,7 @@
 #ifndef VARSEL_SANDBOX_FCM_SERVICE_H
 #define VARSEL_SANDBOX_FCM_SERVICE_H
 
+#include "sandbox/counts.h"
 #include "sandbox/faults.h"
 #include "sandbox/fcm.h"
 #include "sandbox/oauth_service.h"
@@ -50,11 +51,7 @@ struct sbx_fcm_service_options {
 struct sbx_fcm_service {
     struct sbx_service svc;                /* hand &svc to sbx_server_listen_tls */
     struct sbx_fcm_service_options opt;
-    struct {
-        char reason[40];                   /* "200", "UNREGISTERED", "UNAUTHENTICATED" ... */
-        uint64_t count;
-    } counts[32];
-    size_t ncounts;
+    struct sbx_counts counts;              /* "200", "UNREGISTERED", "UNAUTHENTICATED" ... */
     struct sbx_rate *device_rate;          /* device_limits then collapsible; NULL: none */
     unsigned device_bits;                  /* take mask of the every-message limits */
     unsigned collapsible_bit;              /* the collapsible limit's bit (0: none) */

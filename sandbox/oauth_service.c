@@ -29,20 +29,6 @@ void sbx_record_tag_finish(struct sbx_record_tag *tag, bool answered)
     free(tag);
 }
 
-static void count(struct sbx_oauth_service *s, const char *name)
-{
-    for (size_t i = 0; i < s->ncounts; i++) {
-        if (strcmp(s->counts[i].name, name) == 0) {
-            s->counts[i].count++;
-            return;
-        }
-    }
-    if (s->ncounts < sizeof s->counts / sizeof s->counts[0]) {
-        snprintf(s->counts[s->ncounts].name, sizeof s->counts[0].name, "%s", name);
-        s->counts[s->ncounts++].count = 1;
-    }
-}
-
 bool sbx_oauth_service_path(const char *path)
 {
     static const char *const paths[] = { "/token", "/o/oauth2/token", "/oauth2/v4/token" };
@@ -184,7 +170,7 @@ void sbx_oauth_service_handle(struct sbx_oauth_service *s, struct sbx_conn *c,
                           : html          ? (g.status == 404 ? "NOT_FOUND" : "METHOD_NOT_ALLOWED")
                                           : g.error;
     if (resp->action == SBX_ACT_REPLY)
-        count(s, outcome);
+        sbx_counts_add(&s->counts, outcome);
     if (resp->action != SBX_ACT_REPLY)
         log_info("oauth", "conn %llu stream %d: fault %s", (unsigned long long)req->conn_id,
                  req->stream_id, fault_name);
@@ -278,8 +264,6 @@ cJSON *sbx_oauth_service_summary(const struct sbx_oauth_service *s)
     cJSON *o = cJSON_CreateObject();
     cJSON_AddNumberToObject(o, "requests", (double)s->requests);
     cJSON_AddNumberToObject(o, "tokens_issued", (double)sbx_oauth_tokens_issued(s->tokens));
-    cJSON *a = cJSON_AddObjectToObject(o, "answers");
-    for (size_t i = 0; i < s->ncounts; i++)
-        cJSON_AddNumberToObject(a, s->counts[i].name, (double)s->counts[i].count);
+    cJSON_AddItemToObject(o, "answers", sbx_counts_json(&s->counts));
     return o;
 }

@@ -12,6 +12,7 @@
 #ifndef VARSEL_SANDBOX_OAUTH_SERVICE_H
 #define VARSEL_SANDBOX_OAUTH_SERVICE_H
 
+#include "sandbox/counts.h"
 #include "sandbox/faults.h"
 #include "sandbox/oauth.h"
 #include "sandbox/record.h"
@@ -50,11 +51,7 @@ struct sbx_oauth_service {
     struct sbx_oauth_tokens *tokens;
     uint64_t start_mono;
     uint64_t requests;              /* token requests answered or not */
-    struct {
-        char name[32];              /* "200", "invalid_grant", "503" ... */
-        uint64_t count;
-    } counts[24];
-    size_t ncounts;
+    struct sbx_counts counts;       /* "200", "invalid_grant", "503" ... */
     char *reply;                    /* body of the current answer (copied by the server) */
     char retry[16];
 };
