@@ -342,7 +342,10 @@ static void job_ack(struct job *j)
 
 /* ---- dead letters and device events ------------------------------------ */
 
-static void on_dead_written(redisAsyncContext *ac, void *r, void *priv)
+/* The job's one write (its dead letter, a receipt.opened settlement) has
+ * its answer: acknowledge the entry once it succeeded, else keep it
+ * pending for a replay. */
+static void on_written_ack(redisAsyncContext *ac, void *r, void *priv)
 {
     struct job *j = priv;
     redisReply *reply = r;
@@ -402,7 +405,7 @@ static void job_dead_letter(struct job *j, const char *code, const char *reason)
         red.n_fields++;
     }
     int rc = stream_dead_letter(pl->cmd, pl->dead_stream, pl->cfg.dead_maxlen, j->src->key,
-                                pl->cfg.consumer, &red, code, reason, on_dead_written, j);
+                                pl->cfg.consumer, &red, code, reason, on_written_ack, j);
     for (size_t i = 0; i < j->entry.n_fields; i++)
         free(red.fields[i].value);
     free(red.fields);
@@ -449,17 +452,6 @@ static void on_erased(int rc, size_t removed, void *arg)
     } else {
         job_release(j); /* stays pending; erasing again is harmless */
     }
-}
-
-static void on_opened_written(redisAsyncContext *ac, void *r, void *priv)
-{
-    struct job *j = priv;
-    redisReply *reply = r;
-    j->refs--;
-    if (reply && reply->type != REDIS_REPLY_ERROR && !j->pl->closed)
-        job_ack(j);
-    else
-        job_release(j);
 }
 
 /* ---- expansion --------------------------------------------------------- */
@@ -969,7 +961,7 @@ static void job_start(struct pipeline *pl, struct pl_stream *src, struct stream_
         };
         /* Through the same batch as every delivery's settlement. */
         if (pl->dctx.settle_batch &&
-            receipts_batch_add(pl->dctx.settle_batch, &r, NULL, on_opened_written, j) == 0)
+            receipts_batch_add(pl->dctx.settle_batch, &r, NULL, on_written_ack, j) == 0)
             j->refs++;
         else
             job_release(j);
