@@ -1103,18 +1103,24 @@ static long sorted_pairs(const redisReply *reply, const redisReply ***out)
     return (long)n;
 }
 
+/* sorted_pairs, or an error answered: 500 for an unexpected reply, 404 for
+ * an empty hash (then <= 0 is returned). */
+static long pairs_or_answer(struct conn *c, const redisReply *reply, const redisReply ***out)
+{
+    long n = sorted_pairs(reply, out);
+    if (n < 0)
+        respond_error(c, 500, "unexpected answer from redis", NULL);
+    else if (n == 0)
+        respond_error(c, 404, "not found", NULL);
+    return n;
+}
+
 static void answer_event(struct conn *c, const struct query *q, const redisReply *reply)
 {
     const redisReply **pairs;
-    long n = sorted_pairs(reply, &pairs);
-    if (n < 0) {
-        respond_error(c, 500, "unexpected answer from redis", NULL);
+    long n = pairs_or_answer(c, reply, &pairs);
+    if (n <= 0)
         return;
-    }
-    if (n == 0) {
-        respond_error(c, 404, "not found", NULL);
-        return;
-    }
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "tenant", q->tenant);
     cJSON_AddItemToObject(o, "event", json_bytes(q->id, strlen(q->id)));
@@ -1147,15 +1153,9 @@ static cJSON *cut_token(const char *tok)
 static void answer_devices(struct conn *c, const struct query *q, const redisReply *reply)
 {
     const redisReply **pairs;
-    long n = sorted_pairs(reply, &pairs);
-    if (n < 0) {
-        respond_error(c, 500, "unexpected answer from redis", NULL);
+    long n = pairs_or_answer(c, reply, &pairs);
+    if (n <= 0)
         return;
-    }
-    if (n == 0) {
-        respond_error(c, 404, "not found", NULL);
-        return;
-    }
     static const char *const strs[] = { "platform", "app", "locale", "environment" };
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "tenant", q->tenant);
