@@ -71,8 +71,9 @@ struct pl_stream {
     char **poison;               /* sorted ids delivered >= POISON_DELIVERIES times */
     size_t n_poison;
     char claim_cursor[64];
-    bool claiming;
-    bool claim_due;              /* a take-over waits for room (before new reads) */
+    bool claiming;               /* an XAUTOCLAIM is out or its entries are being started */
+    size_t claim_asked;          /* its COUNT */
+    bool claim_due;              /* a take-over is due: new entries wait for it */
     struct stream_acker *acker;  /* XACK, after WAIT when replicas must have the writes */
     struct pipeline *pl;
 };
@@ -86,7 +87,8 @@ struct reader {
     struct pipeline *pl;
     struct redis_conn *conn;
     bool urgent;
-    bool reading;
+    bool reading;                /* an XREADGROUP is out or its entries are being started */
+    size_t asked;                /* entries it may bring: COUNT x streams */
     size_t first, n;             /* its streams: pl->streams[first .. first+n) */
 };
 
@@ -1003,7 +1005,8 @@ static void on_read(redisAsyncContext *ac, void *r, void *priv)
     struct reader *rd = priv;
     struct pipeline *pl = rd->pl;
     redisReply *reply = r;
-    rd->reading = false;
+    if (pl->closed || reply == NULL || reply->type == REDIS_REPLY_ERROR || pl->stopping)
+        rd->reading = false; /* else once its entries are started (jobs_left) */
     if (pl->closed)
         return;
     if (reply == NULL)
@@ -1048,6 +1051,7 @@ static void on_read(redisAsyncContext *ac, void *r, void *priv)
             log_info("pipeline", "own pending entries of %s done; reading new entries", st->key);
         }
     }
+    rd->reading = false;
     maybe_read(pl);
 }
 
@@ -1086,11 +1090,18 @@ static size_t slice_room(const struct pipeline *pl, const struct job *j)
 }
 
 /* Urgent or bulk jobs that may still be taken on: the jobs held at once
- * are bounded (memory), whatever the window. */
+ * are bounded (memory), whatever the window. Entries that reads and
+ * take-overs still out (or being started) may bring count as held. */
 static size_t jobs_left(const struct pipeline *pl, bool urgent)
 {
     size_t max = (size_t)pl->cfg.batch_size * 4;
     size_t held = urgent ? pl->n_urgent_jobs : pl->n_jobs - pl->n_urgent_jobs;
+    const struct reader *rd = urgent ? &pl->urg : &pl->bulk;
+    if (rd->reading)
+        held += rd->asked;
+    for (size_t i = 0; i < pl->n_streams; i++)
+        if (pl->streams[i].urgent == urgent && pl->streams[i].claiming)
+            held += pl->streams[i].claim_asked;
     return held < max ? max - held : 0;
 }
 
@@ -1184,15 +1195,17 @@ static void reader_read(struct reader *rd)
     }
     if (scanning)
         return;
+    /* A take-over that is due goes first: entries a dead process left are
+     * older than new ones, and new ones would take the room it waits for. */
+    for (size_t i = 0; i < rd->n && !history; i++)
+        if (pl->streams[rd->first + i].claim_due || pl->streams[rd->first + i].claiming)
+            return;
     /* XREADGROUP GROUP g c COUNT n [BLOCK ms] STREAMS s1 .. sk id1 .. idk:
      * while any stream has history, read only those (no BLOCK); then all
      * with ">" and BLOCK. */
     const char *argv[8 + 2 * 8];
     int argc = 0;
-    char count[16], block[24];
-    size_t left = jobs_left(pl, rd->urgent); /* > 0: checked above */
-    snprintf(count, sizeof count, "%d",
-             left < (size_t)pl->cfg.batch_size ? (int)left : pl->cfg.batch_size);
+    char count[24], block[24];
     snprintf(block, sizeof block, "%d", pl->cfg.block_ms);
     argv[argc++] = "XREADGROUP";
     argv[argc++] = "GROUP";
@@ -1216,8 +1229,17 @@ static void reader_read(struct reader *rd)
         struct pl_stream *st = stream_by_key(pl, argv[first_key + i], strlen(argv[first_key + i]));
         argv[argc++] = history ? st->history_id : ">";
     }
-    if (redis_conn_cmd_argv(rd->conn, on_read, rd, argc, argv, NULL) == 0)
+    /* COUNT is per stream: all of them together within the bound. */
+    size_t per = jobs_left(pl, rd->urgent) / (size_t)nkeys;
+    if (per > (size_t)pl->cfg.batch_size)
+        per = (size_t)pl->cfg.batch_size;
+    if (per == 0)
+        return; /* jobs ending make room and call again */
+    snprintf(count, sizeof count, "%zu", per);
+    if (redis_conn_cmd_argv(rd->conn, on_read, rd, argc, argv, NULL) == 0) {
         rd->reading = true;
+        rd->asked = per * (size_t)nkeys;
+    }
 }
 
 static void on_group(redisAsyncContext *ac, void *r, void *priv)
@@ -1268,19 +1290,23 @@ static void on_autoclaim(redisAsyncContext *ac, void *r, void *priv)
     struct pl_stream *st = priv;
     struct pipeline *pl = st->pl;
     redisReply *reply = r;
-    st->claiming = false;
-    if (pl->closed || pl->stopping || reply == NULL)
-        return;
-    if (reply->type == REDIS_REPLY_ERROR) {
-        log_warn("pipeline", "XAUTOCLAIM %s: %s", st->key, reply->str);
+    if (pl->closed || pl->stopping || reply == NULL || reply->type != REDIS_REPLY_ARRAY ||
+        reply->elements < 2) {
+        st->claiming = false;
+        if (reply && reply->type == REDIS_REPLY_ERROR && !pl->closed)
+            log_warn("pipeline", "XAUTOCLAIM %s: %s", st->key, reply->str);
+        if (!pl->closed)
+            maybe_read(pl);
         return;
     }
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 2)
-        return;
     if (reply->element[0]->type == REDIS_REPLY_STRING)
         snprintf(st->claim_cursor, sizeof st->claim_cursor, "%s", reply->element[0]->str);
+    /* Until the scan of the pending entries wraps around ("0-0"), there may
+     * be more to take over: go on as room allows, before new reads. */
+    st->claim_due = strcmp(st->claim_cursor, "0-0") != 0;
     size_t n = 0;
-    start_entries(pl, st, reply->element[1], false, &n);
+    start_entries(pl, st, reply->element[1], false, &n); /* claiming: counted as held */
+    st->claiming = false;
     if (n)
         log_info("pipeline", "took over %zu idle entries of %s", n, st->key);
     /* Redis 7: ids of pending entries deleted from the stream. */
@@ -1290,16 +1316,18 @@ static void on_autoclaim(redisAsyncContext *ac, void *r, void *priv)
             if (del->element[i]->type == REDIS_REPLY_STRING)
                 stream_ack(pl->cmd, st->key, pl->cfg.group, del->element[i]->str, NULL, NULL);
     }
+    maybe_read(pl); /* more to take over, or new reads resume */
 }
 
-/* Issue the take-overs that are due. Taking over is reading too: only under
- * our own name, and after our own pending entries of that stream (the poison
- * check knows their counts then). Unlike a read of new entries it does not
- * wait for room in the window, only for room among the jobs held: a process
- * busy to its window (a backlog never leaves room to spare) still takes a
- * dead one's entries within about claim_idle_ms, and they queue for the
- * window behind the jobs already read. When the jobs are at their bound,
- * maybe_read tries again as they end, before the next read. */
+/* Issue the take-overs that are due (the timer marks them; a take-over that
+ * has not scanned all pending entries yet stays due). Taking over is reading
+ * too: only under our own name, and after our own pending entries of that
+ * stream (the poison check knows their counts then). Unlike a read of new
+ * entries it does not wait for room in the window, only for room among the
+ * jobs held, and new entries are not read while one is due: a process busy
+ * to its window (a backlog never leaves room to spare) still takes a dead
+ * one's entries within about claim_idle_ms, and they queue for the window
+ * behind the jobs already read. */
 static void claim_due_entries(struct pipeline *pl)
 {
     if (pl->stopping || pl->closed || !stream_member_holds_name(pl->member) ||
@@ -1316,6 +1344,7 @@ static void claim_due_entries(struct pipeline *pl)
                              pl->cfg.claim_idle_ms, st->claim_cursor, count,
                              on_autoclaim, st) == 0) {
             st->claiming = true;
+            st->claim_asked = (size_t)count;
             st->claim_due = false;
         }
     }

@@ -126,7 +126,7 @@ class Publisher(threading.Thread):
 
 
 def scaleout(ctx, n_events, per_event, publish_s=20.0, kill_at=0.25, claim_idle_ms=1500,
-             margin_s=6.0, window=300):
+             margin_s=10.0, window=300):
     rs = ctx.redis_server()
     sb = ctx.sandbox(extra=["--fault-rate", "503:2", "--seed", "5", "--latency-ms", "400"])
     r = ctx.client(rs)
@@ -267,50 +267,66 @@ def test_scaleout_three_processes_100k(ctx):
     scaleout(ctx, n_events=10000, per_event=10, publish_s=60.0)
 
 
-def test_busy_process_takes_over_before_reading_new(ctx):
-    """A process busy to its window still takes over a dead consumer's
-    entries within about claim_idle_ms: a take-over that is due goes before
-    the next read of new entries, instead of waiting for a moment with room
-    to spare (which a backlog never leaves)."""
+def ghost_behind_backlog(ctx, per_event, n_ghost, backlog, window, batch):
+    """A dead consumer ("ghost") holds |n_ghost| events of |per_event|
+    recipients; behind them |backlog| new events. One process with this
+    window and batch_size, 300 ms per answer: the seconds until the ghost's
+    deliveries are settled, checked to come long before the backlog is
+    done."""
     rs = ctx.redis_server()
     sb = ctx.sandbox(extra=["--latency-ms", "300"])
     r = ctx.client(rs)
-    per_event, backlog = 10, 300
-    users = [f"b{i}" for i in range(per_event * (backlog + 3))]
+    users = [f"b{i}" for i in range(per_event * (backlog + n_ghost))]
     seed_devices(r, users)
     r.call("XGROUP", "CREATE", h.STREAM, h.GROUP, "0", "MKSTREAM")
-    # "ghost" read three events and died without acknowledging them.
-    ghost = [h.message_new(users[i * per_event:(i + 1) * per_event], f"g{i}", "A", "B")
-             for i in range(3)]
+    evs = [h.message_new(users[i * per_event:(i + 1) * per_event], f"t{i}", "A", "B")
+           for i in range(n_ghost + backlog)]
+    ghost = evs[:n_ghost]
     h.publish_many(r, ghost)
-    r.call("XREADGROUP", "GROUP", h.GROUP, "ghost", "COUNT", "10", "STREAMS", h.STREAM, ">")
-    # Behind them a backlog of 3,000 deliveries: with a window of 50 and
-    # 300 ms per answer the process needs about 18 s for it, full all along.
-    evs = [h.message_new(users[(i + 3) * per_event:(i + 4) * per_event], f"n{i}", "A", "B")
-           for i in range(backlog)]
-    h.publish_many(r, evs)
+    r.call("XREADGROUP", "GROUP", h.GROUP, "ghost", "COUNT", str(n_ghost), "STREAMS",
+           h.STREAM, ">")
+    h.publish_many(r, evs[n_ghost:])
     claim_idle_ms = 1000
     d = ctx.daemon(rs, sb, overrides={
-        "redis": {"claim_idle_ms": str(claim_idle_ms), "batch_size": "20"},
-        "delivery": {"inflight_window": "50"}})
+        "redis": {"claim_idle_ms": str(claim_idle_ms), "batch_size": str(batch)},
+        "delivery": {"inflight_window": str(window)}})
     t0 = time.monotonic()
 
     def ghost_done():
-        return all(len(h.status_of(r, h.TENANT, ev["id"])) == per_event for ev in ghost)
-    wait_for(ghost_done, 30, interval=0.05, what="the ghost's deliveries settled")
+        cmds = [["HLEN", h.status_key(h.TENANT, ev["id"])] for ev in ghost]
+        return sum(r.pipeline(cmds)) == per_event * n_ghost
+    wait_for(ghost_done, 60, interval=0.05, what="the ghost's deliveries settled")
     took = time.monotonic() - t0
     lag = r.xinfo_groups()[0].get("lag")
-    ctx.note(f"the ghost's {3 * per_event} deliveries settled {took:.1f}s after the start "
-             f"(claim_idle_ms {claim_idle_ms}), {lag} backlog entries still unread")
-    # Before: a take-over waited for a timer tick to find the window with
-    # room and nothing waiting, which a backlog hardly ever leaves; the
-    # ghost's entries came after the whole backlog.
+    ctx.note(f"the ghost's {per_event * n_ghost} deliveries settled {took:.1f}s after the "
+             f"start (claim_idle_ms {claim_idle_ms}), {lag} of {backlog} backlog entries "
+             f"still unread")
+    # Before: a take-over waited for room the backlog never left (a full
+    # window; or a full bound on jobs, taken by the next read each time),
+    # and the ghost's entries came after most of the backlog.
     check(lag is not None and lag >= backlog // 4,
           f"the ghost's deliveries settled with only {lag} of {backlog} backlog entries "
           f"unread: the take-over waited for the backlog")
     check(took < claim_idle_ms / 1000 + 10,
           f"took over {took:.1f}s after the start, more than claim_idle_ms + 10 s")
-    check(any("took over 3 idle entries" in l for l in d.log_lines()), "take-over logged")
+    check(any("took over" in l for l in d.log_lines()), "take-over logged")
+
+
+def test_busy_process_takes_over_before_reading_new(ctx):
+    """A process busy to its window still takes over a dead consumer's
+    entries within about claim_idle_ms: a take-over that is due goes before
+    the next read of new entries, instead of waiting for a moment with room
+    to spare (which a backlog never leaves)."""
+    ghost_behind_backlog(ctx, per_event=10, n_ghost=3, backlog=300, window=50, batch=20)
+
+
+def test_take_over_when_the_bound_on_jobs_is_full(ctx):
+    """The same when the bound on jobs held (4 x batch_size), not the
+    window, is what a backlog of one-recipient events keeps full: new reads
+    wait while a take-over is due, and a take-over goes on until it has
+    scanned every pending entry, so the dead consumer's 40 entries do not
+    trickle in one per timer tick."""
+    ghost_behind_backlog(ctx, per_event=1, n_ghost=40, backlog=1500, window=500, batch=5)
 
 
 def test_take_over_stays_within_the_bound_on_jobs(ctx):

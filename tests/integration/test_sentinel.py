@@ -11,6 +11,8 @@ Three redis-server (one master, two replicas) and three redis-sentinel
 processes (quorum 2, master down after 1 s) on loopback, free ports.
 """
 
+import socket
+import threading
 import time
 import urllib.request
 
@@ -248,6 +250,48 @@ def test_cluster_node_needs_one_hash_tag(ctx):
     ctx.note(f"one-node cluster, one hash tag: {len(users)} deliveries, {retried} retries")
 
 
+class LaggingSentinel(threading.Thread):
+    """A stand-in Sentinel on a free loopback port that names |port| as the
+    master, whatever it is now (as a Sentinel lagging behind a failover)."""
+
+    def __init__(self, port):
+        super().__init__(daemon=True)
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(4)
+        self.sock.settimeout(0.2)
+        self.addr = f"127.0.0.1:{self.sock.getsockname()[1]}"
+        p = str(port).encode()
+        self.answer = b"*2\r\n$9\r\n127.0.0.1\r\n$%d\r\n%s\r\n" % (len(p), p)
+        self.done = False
+
+    def run(self):
+        while not self.done:
+            try:
+                conn, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            with conn:
+                conn.settimeout(2)
+                buf = b""
+                try:
+                    while b"get-master-addr-by-name" not in buf.lower() or \
+                            not buf.endswith(b"\r\n"):
+                        chunk = conn.recv(4096)
+                        if not chunk:
+                            break
+                        buf += chunk
+                    conn.sendall(self.answer)
+                    conn.recv(4096)  # until varselctl closes
+                except OSError:
+                    pass
+
+    def stop(self):
+        self.done = True
+        self.join(2)
+        self.sock.close()
+
+
 def test_varselctl_asks_sentinel_for_the_master(ctx):
     """varselctl --config with [redis] sentinels asks them where the master
     is, on every run (url's host and port are not used, as in varseld): it
@@ -272,6 +316,18 @@ def test_varselctl_asks_sentinel_for_the_master(ctx):
     rc, out, err = ctl(ctx, "--config", d.config_path, "devices", "oslo", "kari")
     check_eq(0, rc, f"devices through the Sentinel ({err!r})")
     check(tok[:8] in out, f"the device listed: {out!r}")
+
+    # A Sentinel that names the replica (lagging behind a failover): refused.
+    lag = LaggingSentinel(b.port)
+    lag.start()
+    try:
+        stale = ctx.tmp / "stale.ini"
+        stale.write_text(d.config_path.read_text().replace(sent.addr, lag.addr))
+        rc, out, err = ctl(ctx, "--config", stale, "devices", "oslo", "kari")
+    finally:
+        lag.stop()
+    check_eq(1, rc, f"a replica named as master is refused ({err!r})")
+    check(f"127.0.0.1:{b.port}" in err and "is not the master" in err, err)
 
     # Failover, then the old master is gone: the next run asks again.
     d.stop()
