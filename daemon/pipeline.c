@@ -1331,13 +1331,13 @@ static void on_autoclaim(redisAsyncContext *ac, void *r, void *priv)
 static void claim_due_entries(struct pipeline *pl)
 {
     if (pl->stopping || pl->closed || !stream_member_holds_name(pl->member) ||
-        !groups_ready(pl) || !redis_conn_ready(pl->cmd))
+        !redis_conn_ready(pl->cmd))
         return;
     for (size_t i = 0; i < pl->n_streams; i++) {
         struct pl_stream *st = &pl->streams[i];
         /* No more than the bound on jobs held lets in. */
         size_t left = jobs_left(pl, st->urgent);
-        if (!st->claim_due || st->claiming || st->history || left == 0)
+        if (!st->claim_due || st->claiming || st->history || !st->group_ready || left == 0)
             continue;
         int count = left < (size_t)pl->cfg.batch_size ? (int)left : pl->cfg.batch_size;
         if (stream_autoclaim(pl->cmd, st->key, pl->cfg.group, pl->cfg.consumer,
