@@ -71,8 +71,8 @@ struct pl_stream {
     char **poison;               /* sorted ids delivered >= POISON_DELIVERIES times */
     size_t n_poison;
     char claim_cursor[64];
-    bool claiming;               /* an XAUTOCLAIM is out or its entries are being started */
-    size_t claim_asked;          /* its COUNT */
+    size_t claiming;             /* an XAUTOCLAIM is out or its entries are being
+                                    started: its COUNT (jobs_left); 0 = none */
     bool claim_due;              /* a take-over is due: new entries wait for it */
     struct stream_acker *acker;  /* XACK, after WAIT when replicas must have the writes */
     struct pipeline *pl;
@@ -87,8 +87,9 @@ struct reader {
     struct pipeline *pl;
     struct redis_conn *conn;
     bool urgent;
-    bool reading;                /* an XREADGROUP is out or its entries are being started */
-    size_t asked;                /* entries it may bring: COUNT x streams */
+    size_t reading;              /* an XREADGROUP is out or its entries are being
+                                    started: what it may bring, COUNT x streams
+                                    (jobs_left); 0 = none */
     size_t first, n;             /* its streams: pl->streams[first .. first+n) */
 };
 
@@ -1000,17 +1001,15 @@ static struct pl_stream *stream_by_key(struct pipeline *pl, const char *key, siz
     return NULL;
 }
 
-static void on_read(redisAsyncContext *ac, void *r, void *priv)
+/* Start the entries of a read's reply. Returns false when no read is to
+ * follow now (closed, stopping, connection lost, an error). */
+static bool read_reply(struct reader *rd, const redisReply *reply)
 {
-    struct reader *rd = priv;
     struct pipeline *pl = rd->pl;
-    redisReply *reply = r;
-    if (pl->closed || reply == NULL || reply->type == REDIS_REPLY_ERROR || pl->stopping)
-        rd->reading = false; /* else once its entries are started (jobs_left) */
     if (pl->closed)
-        return;
+        return false;
     if (reply == NULL)
-        return; /* connection lost; on_ready restarts reading */
+        return false; /* connection lost; on_ready restarts reading */
     if (reply->type == REDIS_REPLY_ERROR) {
         log_warn("pipeline", "XREADGROUP: %s", reply->str);
         if (strncmp(reply->str, "NOGROUP", 7) == 0) {
@@ -1018,10 +1017,10 @@ static void on_read(redisAsyncContext *ac, void *r, void *priv)
                 pl->streams[rd->first + i].group_ready = false;
             create_groups(pl);
         }
-        return;
+        return false;
     }
     if (pl->stopping)
-        return; /* entries read now stay pending for the next start */
+        return false; /* entries read now stay pending for the next start */
     /* One [stream, entries] pair per stream with something (history reads
      * answer for every stream asked, possibly with no entries). */
     size_t got[8] = { 0 };
@@ -1051,8 +1050,16 @@ static void on_read(redisAsyncContext *ac, void *r, void *priv)
             log_info("pipeline", "own pending entries of %s done; reading new entries", st->key);
         }
     }
-    rd->reading = false;
-    maybe_read(pl);
+    return true;
+}
+
+static void on_read(redisAsyncContext *ac, void *r, void *priv)
+{
+    struct reader *rd = priv;
+    bool go_on = read_reply(rd, r);
+    rd->reading = 0; /* only now: the entries being started count until then */
+    if (go_on)
+        maybe_read(rd->pl);
 }
 
 static size_t window_of(const struct pipeline *pl, bool urgent)
@@ -1096,12 +1103,10 @@ static size_t jobs_left(const struct pipeline *pl, bool urgent)
 {
     size_t max = (size_t)pl->cfg.batch_size * 4;
     size_t held = urgent ? pl->n_urgent_jobs : pl->n_jobs - pl->n_urgent_jobs;
-    const struct reader *rd = urgent ? &pl->urg : &pl->bulk;
-    if (rd->reading)
-        held += rd->asked;
+    held += (urgent ? &pl->urg : &pl->bulk)->reading;
     for (size_t i = 0; i < pl->n_streams; i++)
-        if (pl->streams[i].urgent == urgent && pl->streams[i].claiming)
-            held += pl->streams[i].claim_asked;
+        if (pl->streams[i].urgent == urgent)
+            held += pl->streams[i].claiming;
     return held < max ? max - held : 0;
 }
 
@@ -1236,10 +1241,8 @@ static void reader_read(struct reader *rd)
     if (per == 0)
         return; /* jobs ending make room and call again */
     snprintf(count, sizeof count, "%zu", per);
-    if (redis_conn_cmd_argv(rd->conn, on_read, rd, argc, argv, NULL) == 0) {
-        rd->reading = true;
-        rd->asked = per * (size_t)nkeys;
-    }
+    if (redis_conn_cmd_argv(rd->conn, on_read, rd, argc, argv, NULL) == 0)
+        rd->reading = per * (size_t)nkeys;
 }
 
 static void on_group(redisAsyncContext *ac, void *r, void *priv)
@@ -1285,28 +1288,25 @@ static bool groups_ready(const struct pipeline *pl)
 
 /* ---- take-over of idle entries, keeping ours fresh ---------------------- */
 
-static void on_autoclaim(redisAsyncContext *ac, void *r, void *priv)
+/* Start the entries a take-over's reply brings. */
+static void claim_reply(struct pl_stream *st, const redisReply *reply)
 {
-    struct pl_stream *st = priv;
     struct pipeline *pl = st->pl;
-    redisReply *reply = r;
-    if (pl->closed || pl->stopping || reply == NULL || reply->type != REDIS_REPLY_ARRAY ||
-        reply->elements < 2) {
-        st->claiming = false;
-        if (reply && reply->type == REDIS_REPLY_ERROR && !pl->closed)
-            log_warn("pipeline", "XAUTOCLAIM %s: %s", st->key, reply->str);
-        if (!pl->closed)
-            maybe_read(pl);
+    if (pl->closed || pl->stopping || reply == NULL)
+        return;
+    if (reply->type == REDIS_REPLY_ERROR) {
+        log_warn("pipeline", "XAUTOCLAIM %s: %s", st->key, reply->str);
         return;
     }
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 2)
+        return;
     if (reply->element[0]->type == REDIS_REPLY_STRING)
         snprintf(st->claim_cursor, sizeof st->claim_cursor, "%s", reply->element[0]->str);
     /* Until the scan of the pending entries wraps around ("0-0"), there may
      * be more to take over: go on as room allows, before new reads. */
     st->claim_due = strcmp(st->claim_cursor, "0-0") != 0;
     size_t n = 0;
-    start_entries(pl, st, reply->element[1], false, &n); /* claiming: counted as held */
-    st->claiming = false;
+    start_entries(pl, st, reply->element[1], false, &n);
     if (n)
         log_info("pipeline", "took over %zu idle entries of %s", n, st->key);
     /* Redis 7: ids of pending entries deleted from the stream. */
@@ -1316,7 +1316,14 @@ static void on_autoclaim(redisAsyncContext *ac, void *r, void *priv)
             if (del->element[i]->type == REDIS_REPLY_STRING)
                 stream_ack(pl->cmd, st->key, pl->cfg.group, del->element[i]->str, NULL, NULL);
     }
-    maybe_read(pl); /* more to take over, or new reads resume */
+}
+
+static void on_autoclaim(redisAsyncContext *ac, void *r, void *priv)
+{
+    struct pl_stream *st = priv;
+    claim_reply(st, r);
+    st->claiming = 0; /* only now: the entries being started count until then */
+    maybe_read(st->pl); /* more to take over, or new reads resume */
 }
 
 /* Issue the take-overs that are due (the timer marks them; a take-over that
@@ -1343,8 +1350,7 @@ static void claim_due_entries(struct pipeline *pl)
         if (stream_autoclaim(pl->cmd, st->key, pl->cfg.group, pl->cfg.consumer,
                              pl->cfg.claim_idle_ms, st->claim_cursor, count,
                              on_autoclaim, st) == 0) {
-            st->claiming = true;
-            st->claim_asked = (size_t)count;
+            st->claiming = (size_t)count;
             st->claim_due = false;
         }
     }
@@ -1664,7 +1670,7 @@ static void on_cmd_down(struct redis_conn *c, void *user)
 static void on_rd_down(struct redis_conn *c, void *user)
 {
     struct reader *rd = user;
-    rd->reading = false;
+    rd->reading = 0;
 }
 
 struct pipeline *pipeline_new(uv_loop_t *loop, const struct pipeline_config *cfg)

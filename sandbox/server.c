@@ -19,9 +19,10 @@
  * Storage. nghttp2's blocks and the streams come from one http2/ngalloc
  * allocator per server (free lists; the server runs on one loop). A
  * stream's request strings (pseudo-headers, header names and values) and
- * the response's header strings and body live in
- * its bump arena (inline buffer, then malloc'ed chunks); the header and
- * nghttp2_nv arrays are inline up to HDRS_INLINE / SBX_RESP_MAX_HEADERS + 1.
+ * the response's header strings and body live in its bump arena (inline
+ * buffer, then malloc'ed chunks; the request body has a buffer of its own);
+ * the header and nghttp2_nv arrays are inline up to HDRS_INLINE /
+ * SBX_RESP_MAX_HEADERS + 1.
  * All of it stays valid until stream_free, which releases it at once.
  *
  * Lifetime. tls_conn's on_close is the single teardown point: streams are
@@ -89,8 +90,9 @@ struct arena_chunk {
  * One request/response exchange. Its strings (pseudo-headers, header names
  * and values, response header strings and body) live in a bump arena:
  * arena[] inline, then malloc'ed chunks; all freed in stream_free (the
- * request body is malloc'ed on its own). Everything before |arena| is zeroed by stream_new; the
- * inline storage from |arena| on is only written as it is used.
+ * request body is malloc'ed on its own). Everything before |arena| is
+ * zeroed by stream_new; the inline storage from |arena| on is only written
+ * as it is used.
  */
 struct stream {
     struct sbx_conn *conn;

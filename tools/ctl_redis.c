@@ -151,14 +151,16 @@ void ctl_redis_addr_free(struct ctl_redis_addr *a)
     memset(a, 0, sizeof *a);
 }
 
+/* "host:port", "[v6]:port". */
+static const char *host_port(const char *host, int port, char *out, size_t outlen)
+{
+    snprintf(out, outlen, strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, port);
+    return out;
+}
+
 const char *ctl_redis_where(const struct ctl *c, char *out, size_t outlen)
 {
-    const char *h = c->r.host ? c->r.host : "?";
-    if (strchr(h, ':'))
-        snprintf(out, outlen, "[%s]:%d", h, c->r.port);
-    else
-        snprintf(out, outlen, "%s:%d", h, c->r.port);
-    return out;
+    return host_port(c->r.host ? c->r.host : "?", c->r.port, out, outlen);
 }
 
 /* ---- connection ---------------------------------------------------------------- */
@@ -234,12 +236,12 @@ static int find_master(struct ctl *c)
     char whys[1024] = "";
     size_t used = 0;
     for (size_t i = 0; i < c->r.n_sentinels; i++) {
-        char why[256];
+        char why[256], where[300];
         if (ask_sentinel(c, i, why, sizeof why) == 0)
             return 0;
-        const char *h = c->r.sentinel_hosts[i];
-        int n = snprintf(whys + used, sizeof whys - used, strchr(h, ':') ? "%s[%s]:%d: %s"
-                         : "%s%s:%d: %s", used ? "; " : "", h, c->r.sentinel_ports[i], why);
+        host_port(c->r.sentinel_hosts[i], c->r.sentinel_ports[i], where, sizeof where);
+        int n = snprintf(whys + used, sizeof whys - used, "%s%s: %s", used ? "; " : "", where,
+                         why);
         if (n > 0 && (size_t)n < sizeof whys - used)
             used += (size_t)n;
     }
@@ -252,15 +254,14 @@ static int find_master(struct ctl *c)
 static int check_master(redisContext *rc, const char *where)
 {
     redisReply *r = redisCommand(rc, "ROLE");
-    bool master = r && r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
-                  r->element[0]->type == REDIS_REPLY_STRING &&
-                  strcmp(r->element[0]->str, "master") == 0;
+    bool has_role = r && r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
+                    r->element[0]->type == REDIS_REPLY_STRING;
+    const char *role = has_role ? r->element[0]->str : r == NULL ? conn_error(rc)
+                     : r->type == REDIS_REPLY_ERROR ? r->str : "no role";
+    bool master = has_role && strcmp(role, "master") == 0;
     if (!master)
         ctl_err("Redis at %s, named by Sentinel, is not the master (%s); a failover may be "
-                "under way: try again", where,
-                r == NULL ? conn_error(rc) : r->type == REDIS_REPLY_ERROR ? r->str
-                : r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
-                  r->element[0]->type == REDIS_REPLY_STRING ? r->element[0]->str : "no role");
+                "under way: try again", where, role);
     if (r)
         freeReplyObject(r);
     return master ? 0 : -1;

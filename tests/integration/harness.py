@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -1049,6 +1050,18 @@ class Daemon:
             return None
         self.returncode, _ = stop_process(self.proc, sig=signal.SIGKILL)
         return self.returncode
+
+    def metric(self, name, labels=""):
+        """The sum of the samples of |name| on /metrics whose labels contain
+        |labels| (e.g. 'result="ok"'); 0.0 when there is none."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/metrics",
+                                    timeout=5) as resp:
+            text = resp.read().decode()
+        total = 0.0
+        for line in text.splitlines():
+            if (line.startswith(name + "{") or line.startswith(name + " ")) and labels in line:
+                total += float(line.rsplit(" ", 1)[1])
+        return total
 
     def log_text(self):
         try:

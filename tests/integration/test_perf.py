@@ -6,7 +6,6 @@ expanded at once, whatever the bursts of settlements.
 import json
 import re
 import time
-import urllib.request
 
 import harness as h
 from harness import check, check_eq, wait_for
@@ -72,15 +71,6 @@ def test_settle_batch_isolates_a_failing_delivery(ctx):
     check_eq({f"{u}:{u}-phone": "sent" for u in users[3:]}, statuses(bad), "bad statuses")
 
 
-def metric(port, name):
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-        text = resp.read().decode()
-    for line in text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            return float(line.rsplit(" ", 1)[1])
-    return None
-
-
 def test_window_bounds_what_is_expanded(ctx):
     """Slow answers and a small window: deliveries created but not settled
     never exceed the window (recipients being looked up count too), even
@@ -100,9 +90,7 @@ def test_window_bounds_what_is_expanded(ctx):
     peak = 0.0
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
-        v = metric(d.admin_port, "varsel_deliveries_inflight")
-        if v is not None:
-            peak = max(peak, v)
+        peak = max(peak, d.metric("varsel_deliveries_inflight"))
         if r.xpending()["count"] == 0 and len(h.receipts(r)) >= len(evs) * len(users):
             break
         time.sleep(0.02)
@@ -158,8 +146,8 @@ def test_full_window_refills_in_large_slices(ctx):
     total = len(evs) * len(users)
     wait_for(lambda: r.xpending()["count"] == 0 and r.xlen(h.RECEIPTS) >= total, 120,
              what="every delivery settled")
-    lookups = metric(d.admin_port, "varsel_device_lookups_total")
-    batches = metric(d.admin_port, "varsel_device_lookup_batches_total")
+    lookups = d.metric("varsel_device_lookups_total")
+    batches = d.metric("varsel_device_lookup_batches_total")
     check_eq(total, int(lookups or 0), "recipients looked up")
     mean = lookups / batches
     ctx.note(f"{total} recipients in {batches:.0f} lookup pipelines ({mean:.1f} per pipeline)")

@@ -267,12 +267,11 @@ def test_scaleout_three_processes_100k(ctx):
     scaleout(ctx, n_events=10000, per_event=10, publish_s=60.0)
 
 
-def ghost_behind_backlog(ctx, per_event, n_ghost, backlog, window, batch):
+def ghost_and_backlog(ctx, per_event, n_ghost, backlog, window, batch, claim_idle_ms):
     """A dead consumer ("ghost") holds |n_ghost| events of |per_event|
-    recipients; behind them |backlog| new events. One process with this
-    window and batch_size, 300 ms per answer: the seconds until the ghost's
-    deliveries are settled, checked to come long before the backlog is
-    done."""
+    recipients; behind them |backlog| new events; answers take 300 ms. Then
+    one process with this window, batch_size and claim_idle_ms. Returns
+    (redis client, daemon, the ghost's events)."""
     rs = ctx.redis_server()
     sb = ctx.sandbox(extra=["--latency-ms", "300"])
     r = ctx.client(rs)
@@ -281,15 +280,22 @@ def ghost_behind_backlog(ctx, per_event, n_ghost, backlog, window, batch):
     r.call("XGROUP", "CREATE", h.STREAM, h.GROUP, "0", "MKSTREAM")
     evs = [h.message_new(users[i * per_event:(i + 1) * per_event], f"t{i}", "A", "B")
            for i in range(n_ghost + backlog)]
-    ghost = evs[:n_ghost]
-    h.publish_many(r, ghost)
+    h.publish_many(r, evs[:n_ghost])
     r.call("XREADGROUP", "GROUP", h.GROUP, "ghost", "COUNT", str(n_ghost), "STREAMS",
            h.STREAM, ">")
     h.publish_many(r, evs[n_ghost:])
-    claim_idle_ms = 1000
     d = ctx.daemon(rs, sb, overrides={
         "redis": {"claim_idle_ms": str(claim_idle_ms), "batch_size": str(batch)},
         "delivery": {"inflight_window": str(window)}})
+    return r, d, evs[:n_ghost]
+
+
+def ghost_behind_backlog(ctx, per_event, n_ghost, backlog, window, batch):
+    """ghost_and_backlog: the seconds until the ghost's deliveries are
+    settled, checked to come long before the backlog is done."""
+    claim_idle_ms = 1000
+    r, d, ghost = ghost_and_backlog(ctx, per_event, n_ghost, backlog, window, batch,
+                                    claim_idle_ms)
     t0 = time.monotonic()
 
     def ghost_done():
@@ -335,31 +341,16 @@ def test_take_over_stays_within_the_bound_on_jobs(ctx):
     dead consumer's 70 entries are taken over (a backlog of new ones behind
     them, a window of 3, slow answers) no more than 4 x batch_size events
     are ever in progress."""
-    rs = ctx.redis_server()
-    sb = ctx.sandbox(extra=["--latency-ms", "300"])
-    r = ctx.client(rs)
-    users = [f"j{i}" for i in range(110)]
-    seed_devices(r, users)
-    r.call("XGROUP", "CREATE", h.STREAM, h.GROUP, "0", "MKSTREAM")
-    evs = [h.message_new([u], f"t-{u}", "A", "B") for u in users]
-    h.publish_many(r, evs[:70])
-    r.call("XREADGROUP", "GROUP", h.GROUP, "ghost", "COUNT", "70", "STREAMS", h.STREAM, ">")
-    h.publish_many(r, evs[70:])
     batch = 7
-    d = ctx.daemon(rs, sb, overrides={
-        "redis": {"claim_idle_ms": "1000", "batch_size": str(batch)},
-        "delivery": {"inflight_window": "3"}})
+    r, d, _ = ghost_and_backlog(ctx, per_event=1, n_ghost=70, backlog=40, window=3,
+                                batch=batch, claim_idle_ms=1000)
 
     def ghost_pending():
         return int(next((c["pending"] for c in r.xinfo_consumers() if c["name"] == "ghost"), 0))
     peak = 0
     until = time.monotonic() + 60
     while time.monotonic() < until:
-        with urllib.request.urlopen(f"http://127.0.0.1:{d.admin_port}/metrics",
-                                    timeout=2) as resp:
-            for line in resp.read().decode().splitlines():
-                if line.startswith("varsel_events_in_progress "):
-                    peak = max(peak, int(float(line.split()[1])))
+        peak = max(peak, int(d.metric("varsel_events_in_progress")))
         if ghost_pending() == 0:
             # All taken over: watch a little longer, then stop.
             until = min(until, time.monotonic() + 1.0)

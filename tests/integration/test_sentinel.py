@@ -14,7 +14,6 @@ processes (quorum 2, master down after 1 s) on loopback, free ports.
 import socket
 import threading
 import time
-import urllib.request
 
 import harness as h
 from harness import check, check_eq, wait_for
@@ -29,17 +28,6 @@ def current_master(sentinels):
         a = addrs.pop()
         return a[1] if a else None
     return None
-
-
-def metric(d, name, labels=""):
-    with urllib.request.urlopen(f"http://127.0.0.1:{d.admin_port}/metrics", timeout=5) as resp:
-        text = resp.read().decode()
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
-            if labels in line:
-                total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 def replicas_online(rs, n):
@@ -148,9 +136,9 @@ def test_sentinel_failover_mid_run(ctx):
     check(set(accepted) >= set(toks.values()), "every token reached the provider")
     dups = len(accepted) - len(set(accepted))
     check(d.alive(), "varseld survived both failovers")
-    waits_ok = metric(d, "varsel_redis_waits_total", 'result="ok"')
-    waits_short = metric(d, "varsel_redis_waits_total", 'result="short"')
-    changes = metric(d, "varsel_redis_master_changes_total", 'connection="cmd"')
+    waits_ok = d.metric("varsel_redis_waits_total", 'result="ok"')
+    waits_short = d.metric("varsel_redis_waits_total", 'result="short"')
+    changes = d.metric("varsel_redis_master_changes_total", 'connection="cmd"')
     check(waits_ok > 0, "XACKs went through WAIT")
     check(changes >= 2, f"the command connection moved twice (saw {changes:.0f})")
     switches = sum(1 for l in d.log_lines() if "+switch-master" in l)
@@ -185,7 +173,7 @@ def test_wait_replicas_holds_acks(ctx):
     time.sleep(1.5)
     check_eq(5, r.xpending()["count"], "entries pending while no replica has their writes")
     d.wait_log(r"WAIT: 0 of 1 replicas have the writes", 10)
-    check(metric(d, "varsel_redis_waits_total", 'result="short"') > 0, "short WAITs counted")
+    check(d.metric("varsel_redis_waits_total", 'result="short"') > 0, "short WAITs counted")
     rep.start(port=port)
     wait_for(lambda: r.xpending()["count"] == 0, 30,
              what=lambda: f"acknowledged once the replica is back: {r.xpending()}")
@@ -335,6 +323,7 @@ def test_varselctl_asks_sentinel_for_the_master(ctx):
         check_eq("OK", sc.call("SENTINEL", "FAILOVER", MASTER), "SENTINEL FAILOVER")
     wait_for(lambda: sent.master_addr() == ("127.0.0.1", b.port), 30, interval=0.1,
              what="the Sentinel to name the replica as master")
+
     def promoted():
         with b.client(timeout=2) as c:
             return c.call("ROLE")[0] == "master"
