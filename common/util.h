@@ -15,6 +15,8 @@ void *xcalloc(size_t nmemb, size_t n);
 void *xrealloc(void *p, size_t n);
 char *xstrdup(const char *s);
 char *xstrndup(const char *s, size_t n);
+/* Wipe a NUL-terminated secret (password, token) and free it; NULL is fine. */
+void free_secret(char *s);
 
 /*
  * Base64url without padding (RFC 4648 §5). b64url_encode writes a NUL-

@@ -1420,10 +1420,7 @@ void config_free(struct config *cfg)
     free_sentinels(&cfg->redis);
     free(cfg->redis.host);
     free(cfg->redis.user);
-    if (cfg->redis.password != NULL) {
-        explicit_bzero(cfg->redis.password, strlen(cfg->redis.password));
-        free(cfg->redis.password);
-    }
+    free_secret(cfg->redis.password);
     free(cfg->path);
     free(cfg->dir);
     free(cfg);

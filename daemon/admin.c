@@ -530,18 +530,14 @@ static void admin_unref(struct admin *a)
     if (--a->refs > 0 || !a->closing)
         return;
     free(a->host);
-    if (a->token)
-        explicit_bzero(a->token, strlen(a->token));
-    free(a->token);
+    free_secret(a->token);
     free(a->stream);
     free(a->group_name);
     free(a->prefix);
     free(a->version);
     free(a->redis_host);
     free(a->redis_user);
-    if (a->redis_password)
-        explicit_bzero(a->redis_password, strlen(a->redis_password));
-    free(a->redis_password);
+    free_secret(a->redis_password);
     body_unref(a->metrics_cache.body);
     body_unref(a->stats_cache.body);
     free(a);

@@ -393,10 +393,7 @@ static void on_timer_closed(uv_handle_t *h)
     struct sentinel *s = h->data;
     if (--s->open_timers > 0)
         return;
-    if (s->password) {
-        explicit_bzero(s->password, strlen(s->password));
-        free(s->password);
-    }
+    free_secret(s->password);
     for (size_t i = 0; i < s->n; i++)
         free(s->hosts[i]);
     free(s->hosts);

@@ -129,14 +129,6 @@ fail:
     return -1;
 }
 
-static void free_secret(char *s)
-{
-    if (s) {
-        memset(s, 0, strlen(s));
-        free(s);
-    }
-}
-
 void ctl_redis_addr_free(struct ctl_redis_addr *a)
 {
     free(a->host);
